@@ -1,0 +1,226 @@
+"""The stack file: one YAML document validated once into :class:`StackConfig`.
+
+This module is the only reader of stack files. The CLI, the supervisor, the router,
+the workers and (later) the Kubernetes renderer all take the validated, frozen model
+or one of its sub-configs; none of them parses YAML or environment on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from corral.errors import ConfigError
+
+Task = Literal["chat", "completion", "embedding"]
+EngineKind = Literal["llamacpp", "onnx-embed", "vllm"]
+RoutingPolicyName = Literal["round_robin", "least_loaded"]
+
+#: Which engine can serve which task.
+ENGINE_TASKS: dict[str, frozenset[str]] = {
+    "llamacpp": frozenset({"chat", "completion"}),
+    "onnx-embed": frozenset({"embedding"}),
+    "vllm": frozenset({"chat", "completion", "embedding"}),
+}
+#: Engines that `corral up` can start on this machine (vLLM runs elsewhere: give endpoints).
+LOCAL_ENGINES = frozenset({"llamacpp", "onnx-embed"})
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_URL_RE = re.compile(r"^https?://[^/\s]+(/\S*)?$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Frozen):
+    """One served model: what it is, which engine runs it, how many replicas."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    task: Task
+    engine: EngineKind
+    source: str = Field(description="a file path, or a packaged model name (see corral.sources)")
+    tokenizer: str | None = Field(
+        default=None, description="tokenizer.json for an onnx-embed file source (packaged ones know theirs)"
+    )
+    replicas: Annotated[int, Field(ge=0, le=64)] = 1
+    threads: Annotated[int, Field(ge=1, le=256)] = 1
+    context_length: Annotated[int, Field(ge=64, le=1_048_576)] = 2048
+    queue_size: Annotated[int, Field(ge=1, le=10_000)] = 32
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    endpoints: tuple[str, ...] = Field(
+        default=(),
+        description="base URLs of workers started outside this stack (static discovery)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be 1-128 characters of letters, digits and . _ : / -")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in value:
+            if not _NAME_RE.match(alias):
+                raise ValueError(f"alias '{alias}' must be letters, digits and . _ : / -")
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not _URL_RE.match(url):
+                raise ValueError(f"endpoint '{url}' is not an http(s) URL")
+        return tuple(url.rstrip("/") for url in value)
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> ModelConfig:
+        if self.task not in ENGINE_TASKS[self.engine]:
+            allowed = ", ".join(sorted(ENGINE_TASKS[self.engine]))
+            raise ValueError(f"engine '{self.engine}' cannot serve task '{self.task}' (it serves: {allowed})")
+        if self.replicas == 0 and not self.endpoints:
+            raise ValueError("replicas is 0 and no endpoints are given: nothing would serve this model")
+        if self.engine not in LOCAL_ENGINES and self.replicas > 0:
+            raise ValueError(
+                f"engine '{self.engine}' is not started by corral on this machine; "
+                "set replicas: 0 and list its endpoints"
+            )
+        return self
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+class RoutingConfig(_Frozen):
+    policy: RoutingPolicyName = "least_loaded"
+
+
+class RouterConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    routing: RoutingConfig = RoutingConfig()
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    health_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class WorkerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class SupervisorConfig(_Frozen):
+    run_dir: str = ".corral"
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    restart_backoff_s: Annotated[float, Field(gt=0)] = 0.5
+    restart_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    stop_timeout_s: Annotated[float, Field(gt=0)] = 40.0
+
+
+class StackConfig(_Frozen):
+    """A whole stack: the router, the worker defaults, the supervisor and the models."""
+
+    router: RouterConfig = RouterConfig()
+    worker: WorkerConfig = WorkerConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    models: tuple[ModelConfig, ...]
+
+    @model_validator(mode="after")
+    def _check_unique_names(self) -> StackConfig:
+        if not self.models:
+            raise ValueError("models: the stack serves no model; list at least one")
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for served in model.served_names:
+                if served in seen:
+                    raise ValueError(
+                        f"name '{served}' of model '{model.name}' is already used by model '{seen[served]}'"
+                    )
+                seen[served] = model.name
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if name in model.served_names:
+                return model
+        raise ConfigError(f"models: no model named '{name}' (have: {', '.join(m.name for m in self.models)})")
+
+
+def _field_path(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """``models.1.replicas`` -> ``models[1] (gemma3-270m).replicas``: name the model too."""
+    parts: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            label = f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                label += f" ({node['name']})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def _format_validation_error(error: ValidationError, origin: str, data: dict[str, Any]) -> str:
+    lines = [f"{origin}: invalid stack file"]
+    for item in error.errors():
+        path = _field_path(item["loc"], data)
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"  {path}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_stack(data: Any, *, origin: str = "stack") -> StackConfig:
+    """Validate an already-parsed document; errors name each bad field and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a stack file must be a mapping with a 'models' list")
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin, data)) from None
+
+
+def load_stack(path: str | Path | None = None) -> StackConfig:
+    """Read and validate a stack file; ``None`` gives the built-in default stack."""
+    if path is None:
+        text = default_stack_text()
+        origin = "built-in default stack"
+    else:
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read stack file: {exc.strerror}") from None
+        origin = str(file)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    return parse_stack(data, origin=origin)
+
+
+def default_stack_text() -> str:
+    """The default stack that `corral up` runs with no file (also examples/stack.yaml)."""
+    return resources.files("corral").joinpath("default_stack.yaml").read_text(encoding="utf-8")
+
+
+def dump_stack(config: StackConfig) -> str:
+    """Serialize a stack (e.g. the supervisor's resolved stack with endpoints) as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
