@@ -1,0 +1,1 @@
+"""Runs a whole stack on one machine as child processes (`corral up`)."""

@@ -1,0 +1,87 @@
+"""From a stack to the processes that run it: worker replicas on free ports, then the router.
+
+The supervisor writes the *resolved* stack (each model's ``endpoints`` filled with the
+URLs of the workers it launches) to the run directory; the router and the workers read
+that file, so every process works from one validated config.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from corral.config import StackConfig, dump_stack
+from corral.supervisor.process import ProcessSpec
+
+
+class StackLayout(NamedTuple):
+    resolved: StackConfig
+    resolved_path: Path
+    workers: tuple[ProcessSpec, ...]
+    router: ProcessSpec
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - mapping a bind address to a dial address
+    return f"http://{shown}:{port}"
+
+
+def plan_stack(
+    stack: StackConfig,
+    run_dir: Path,
+    *,
+    allocate_port: Callable[[str], int] = free_port,
+    python: str = sys.executable,
+) -> StackLayout:
+    """Lay out the worker replicas and the router; write the resolved stack file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved_path = run_dir / "stack.resolved.yaml"
+    host = stack.worker.host
+    workers: list[ProcessSpec] = []
+    models = []
+    for model in stack.models:
+        launched: list[str] = []
+        for replica in range(model.replicas):
+            port = allocate_port(host)
+            url = _url(host, port)
+            launched.append(url)
+            workers.append(
+                ProcessSpec(
+                    name=f"{model.name}-{replica}",
+                    argv=(python, "-m", "corral", "worker", "--stack", str(resolved_path),
+                          "--model", model.name, "--host", host, "--port", str(port)),
+                    log_path=run_dir / "logs" / f"{model.name.replace('/', '_')}-{replica}.log",
+                    ready_url=f"{url}/health",
+                    kind="worker",
+                    model=model.name,
+                    port=port,
+                )
+            )
+        models.append(model.model_copy(update={"endpoints": (*model.endpoints, *launched)}))
+    router_port = stack.router.port or allocate_port(stack.router.host)
+    resolved = stack.model_copy(
+        update={
+            "models": tuple(models),
+            "router": stack.router.model_copy(update={"port": router_port}),
+        }
+    )
+    resolved_path.write_text(dump_stack(resolved), encoding="utf-8")
+    router = ProcessSpec(
+        name="router",
+        argv=(python, "-m", "corral", "router", "--stack", str(resolved_path)),
+        log_path=run_dir / "logs" / "router.log",
+        ready_url=f"{_url(stack.router.host, router_port)}/ready",
+        kind="router",
+        port=router_port,
+    )
+    return StackLayout(resolved, resolved_path, tuple(workers), router)
