@@ -1,0 +1,218 @@
+"""The router's ASGI app: OpenAI-compatible endpoints in front of the workers.
+
+    POST /v1/chat/completions | /v1/completions | /v1/embeddings  -> a worker (proxy.py)
+    GET  /v1/models, /v1/models/{name}   every model and alias
+    GET  /health                         the process is up
+    GET  /ready                          200 when every model has a healthy endpoint, else 503
+
+A raw ASGI app rather than a framework: the hot path is a dict lookup, a bounded body
+read, an orjson parse of the routing fields, a policy pick and the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import orjson
+
+from corral.config import StackConfig, Task
+from corral.errors import APIError, NoHealthyEndpointError
+from corral.protocol.fields import ENDPOINT_TASKS, parse_json_object, routing_fields
+from corral.router.asgi import (
+    ClientDisconnected,
+    MethodNotAllowedError,
+    Receive,
+    RouteNotFoundError,
+    Scope,
+    Send,
+    read_body,
+    send_bytes,
+    send_error,
+)
+from corral.router.discovery.base import Discovery
+from corral.router.discovery.static import StaticDiscovery
+from corral.router.models import ModelTable
+from corral.router.pool import EndpointPool
+from corral.router.proxy import Proxy
+from corral.router.routing.base import Policy, RequestContext
+from corral.router.routing.registry import build_policy
+from corral.router.transport.aiohttp_transport import AiohttpTransport
+from corral.router.transport.base import Transport
+
+logger = logging.getLogger(__name__)
+
+_MODELS_PREFIX = "/v1/models/"
+
+
+class RouterApp:
+    """The ASGI callable. Its lifespan (or :meth:`startup` / :meth:`shutdown`) owns the
+    HTTP client, the endpoint pool and its health checks."""
+
+    def __init__(
+        self,
+        stack: StackConfig,
+        *,
+        transport: Transport | None = None,
+        discovery: Discovery | None = None,
+        policy: Policy | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = stack.router
+        self._models = ModelTable(stack.models, created=int(wall_clock()))
+        self._policy = policy or build_policy(
+            stack.router.routing.policy, rng=rng or random.Random()
+        )
+        self._discovery = discovery or StaticDiscovery(stack.models)
+        self._owns_discovery = discovery is None
+        self._given_transport = transport
+        self._transport: Transport | None = None
+        self.pool: EndpointPool | None = None
+        self._proxy: Proxy | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def startup(self) -> None:
+        """Open the HTTP client, discover endpoints and check their health once."""
+        config = self._config
+        transport = self._given_transport or AiohttpTransport(
+            connect_timeout_s=config.connect_timeout_s, request_timeout_s=config.request_timeout_s
+        )
+        self._transport = transport
+        pool = EndpointPool(
+            (model.name for model in self._models.models),
+            self._discovery,
+            transport,
+            interval_s=config.health_interval_s,
+            timeout_s=config.connect_timeout_s,
+        )
+        try:
+            await pool.start()
+        except BaseException:
+            if self._given_transport is None:
+                await transport.aclose()
+            raise
+        self.pool = pool
+        self._proxy = Proxy(pool, self._policy, transport, retries=config.retries)
+        logger.info(
+            "router ready to route %d models (%s policy)",
+            len(self._models.models),
+            self._policy.name,
+        )
+
+    async def shutdown(self) -> None:
+        self._proxy = None
+        if self.pool is not None:
+            await self.pool.aclose()
+            self.pool = None
+        if self._owns_discovery:
+            await self._discovery.aclose()
+        if self._transport is not None and self._given_transport is None:
+            await self._transport.aclose()
+        self._transport = None
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        try:
+            task = ENDPOINT_TASKS.get(path)
+            if task is not None:
+                _require_method(scope, "POST")
+                await self._infer(scope, receive, send, task)
+            elif path == "/health":
+                await send_bytes(send, 200, b'{"status":"ok"}')
+            elif path == "/ready":
+                await self._ready(send)
+            elif path == "/v1/models":
+                _require_method(scope, "GET")
+                await send_bytes(send, 200, self._models.listing)
+            elif path.startswith(_MODELS_PREFIX):
+                _require_method(scope, "GET")
+                await send_bytes(send, 200, self._models.describe(path[len(_MODELS_PREFIX) :]))
+            else:
+                raise RouteNotFoundError(path)
+        except APIError as exc:
+            await send_error(send, exc)
+        except ClientDisconnected:
+            logger.debug("client left before sending its whole request to %s", path)
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, task: Task) -> None:
+        """Validate just enough to route, then hand the original bytes to the proxy."""
+        body = await read_body(scope, receive, self._config.max_body_bytes)
+        data = parse_json_object(body)
+        fields = routing_fields(data)
+        path: str = scope["path"]
+        model = self._models.resolve(fields.model, task, path)
+        proxy = self._proxy
+        if proxy is None:
+            raise NoHealthyEndpointError(model.name)  # not started, or shutting down
+        raw_headers = scope["headers"]
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
+        ctx = RequestContext(model.name, task, path, data, fields.user, headers)
+        await proxy.forward(ctx, body, raw_headers, receive, send)
+
+    async def _ready(self, send: Send) -> None:
+        if self.pool is None:
+            missing = [model.name for model in self._models.models]
+        else:
+            missing = self.pool.models_without_healthy_endpoint()
+        if missing:
+            body = {"ready": False, "models_without_healthy_endpoint": missing}
+            await send_bytes(send, 503, orjson.dumps(body), headers=[(b"retry-after", b"1")])
+        else:
+            await send_bytes(send, 200, b'{"ready":true}')
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("router failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _require_method(scope: Scope, method: str) -> None:
+    if scope["method"] != method:
+        raise MethodNotAllowedError(scope["method"], scope["path"], method)
+
+
+def create_app(
+    stack: StackConfig,
+    *,
+    transport: Transport | None = None,
+    discovery: Discovery | None = None,
+    policy: Policy | None = None,
+    rng: random.Random | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> RouterApp:
+    """The router for ``stack``.
+
+    By default the app opens its own aiohttp client at startup, discovers the endpoints
+    listed in the stack file and routes with ``stack.router.routing.policy``. Tests (and
+    embedders) may inject a ``transport`` (e.g. an in-memory
+    :class:`~corral.router.transport.asgi_transport.ASGITransport`; the caller then owns
+    it), a ``discovery``, a ``policy``, the ``rng`` for tie-breaking and the ``wall_clock``
+    used for ``created`` in ``/v1/models``.
+    """
+    return RouterApp(
+        stack,
+        transport=transport,
+        discovery=discovery,
+        policy=policy,
+        rng=rng,
+        wall_clock=wall_clock,
+    )

@@ -1,0 +1,21 @@
+"""One worker endpoint as the router sees it: where it is, whether it is healthy, its load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, eq=False)
+class Endpoint:
+    """A replica of one model, reachable at ``url`` (a base URL, no trailing slash).
+
+    ``healthy`` starts False and is set by health checks (and cleared at once by a
+    connection failure). ``in_flight`` counts requests picked for it and not yet finished.
+    Compared by identity: two discoveries of the same URL are the same object in the pool.
+    """
+
+    url: str
+    model: str
+    healthy: bool = False
+    in_flight: int = 0
+    last_error: str | None = None

@@ -1,0 +1,126 @@
+"""The endpoint pool: every model's replicas, their health and their in-flight counts.
+
+Health is kept two ways. Actively, a background task asks discovery for the current
+endpoints and sends ``GET {url}/health`` to each every ``interval_s`` (200 means healthy).
+Passively, the proxy calls :meth:`EndpointPool.eject` when it cannot connect, which marks
+the endpoint unhealthy at once, until a later health check succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+
+from corral.router.discovery.base import Discovery
+from corral.router.endpoint import Endpoint
+from corral.router.transport.base import Transport, TransportError
+
+logger = logging.getLogger(__name__)
+
+
+class EndpointPool:
+    """Endpoints per model; owns the health-check task (stop it with :meth:`aclose`)."""
+
+    def __init__(
+        self,
+        models: Iterable[str],
+        discovery: Discovery,
+        transport: Transport,
+        *,
+        interval_s: float,
+        timeout_s: float,
+    ) -> None:
+        self._by_model: dict[str, tuple[Endpoint, ...]] = {model: () for model in models}
+        self._discovery = discovery
+        self._transport = transport
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._task: asyncio.Task[None] | None = None
+
+    def endpoints(self, model: str) -> tuple[Endpoint, ...]:
+        """The model's current endpoints, healthy or not (an immutable snapshot)."""
+        return self._by_model.get(model, ())
+
+    def models_without_healthy_endpoint(self) -> list[str]:
+        return [
+            model
+            for model, endpoints in self._by_model.items()
+            if not any(endpoint.healthy for endpoint in endpoints)
+        ]
+
+    def acquire(self, endpoint: Endpoint) -> None:
+        """Count a request against ``endpoint`` (call it the moment the endpoint is picked)."""
+        endpoint.in_flight += 1
+
+    def release(self, endpoint: Endpoint) -> None:
+        endpoint.in_flight -= 1
+
+    def eject(self, endpoint: Endpoint, reason: str) -> None:
+        """Passive ejection: stop routing to ``endpoint`` until a health check passes."""
+        if endpoint.healthy:
+            logger.warning("ejecting %s (model %s): %s", endpoint.url, endpoint.model, reason)
+        endpoint.healthy = False
+        endpoint.last_error = reason
+
+    async def start(self) -> None:
+        """Run one discovery and health round now, then keep doing so in the background."""
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="corral-router-health")
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def refresh(self) -> None:
+        """One round: take discovery's current view, then check every endpoint's health."""
+        self._sync(await self._discovery.endpoints())
+        everything = [endpoint for endpoints in self._by_model.values() for endpoint in endpoints]
+        await asyncio.gather(*(self._check(endpoint) for endpoint in everything))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("health round failed; trying again in %.1f s", self._interval_s)
+
+    def _sync(self, discovered: Mapping[str, tuple[str, ...]]) -> None:
+        for model, current in self._by_model.items():
+            urls = discovered.get(model, ())
+            if tuple(endpoint.url for endpoint in current) == urls:
+                continue
+            known = {endpoint.url: endpoint for endpoint in current}
+            self._by_model[model] = tuple(known.get(url) or Endpoint(url, model) for url in urls)
+            logger.info("model %s: endpoints now %s", model, ", ".join(urls) or "none")
+
+    async def _check(self, endpoint: Endpoint) -> None:
+        try:
+            response = await self._transport.send(
+                endpoint.url, "/health", b"", (), method="GET", timeout_s=self._timeout_s
+            )
+            try:
+                async for _ in response.chunks():
+                    pass
+            finally:
+                await response.aclose()
+        except TransportError as exc:
+            self._mark(endpoint, healthy=False, reason=exc.message)
+            return
+        self._mark(
+            endpoint, healthy=response.status == 200, reason=f"/health answered {response.status}"
+        )
+
+    def _mark(self, endpoint: Endpoint, *, healthy: bool, reason: str) -> None:
+        if healthy and not endpoint.healthy:
+            logger.info("%s (model %s) is healthy", endpoint.url, endpoint.model)
+            endpoint.last_error = None
+        elif not healthy and (endpoint.healthy or endpoint.last_error != reason):
+            logger.warning("%s (model %s) is unhealthy: %s", endpoint.url, endpoint.model, reason)
+            endpoint.last_error = reason
+        endpoint.healthy = healthy

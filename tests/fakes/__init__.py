@@ -1,0 +1,1 @@
+"""Fakes for tests: a real OpenAI-compatible engine server with scripted behaviour."""
