@@ -9,6 +9,8 @@
         │   ├── WrongTaskError              400  e.g. a chat request to an embedding model
         │   └── ContextLengthError          400  prompt (+ max_tokens) exceeds the context
         ├── ModelNotFoundError      404  unknown model name or alias (lists the known ones)
+        ├── RouteNotFoundError      404  no such path
+        ├── MethodNotAllowedError   405  wrong HTTP method for the path
         ├── PayloadTooLargeError    413  body over the configured limit
         ├── OverloadedError         503  bounded queue full (carries Retry-After)
         ├── NoHealthyEndpointError  503  every replica of the model is down
@@ -106,6 +108,26 @@ class ModelNotFoundError(APIError):
             f"model {shown} does not exist; known models: {', '.join(sorted(known)) or 'none'}",
             param="model",
             code="model_not_found",
+        )
+
+
+class RouteNotFoundError(APIError):
+    status = 404
+    type = "not_found_error"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no route for {path}", code="route_not_found")
+
+
+class MethodNotAllowedError(APIError):
+    status = 405
+    type = "invalid_request_error"
+
+    def __init__(self, method: str, path: str, allowed: str) -> None:
+        super().__init__(
+            f"{method} is not allowed on {path} (use {allowed})",
+            code="method_not_allowed",
+            headers={"Allow": allowed},
         )
 
 

@@ -63,7 +63,7 @@ def test_empty_and_non_mapping_documents():
 def test_yaml_errors_and_missing_files(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_stack(bad)
     with pytest.raises(ConfigError, match="cannot read stack file"):
         load_stack(tmp_path / "missing.yaml")

@@ -12,12 +12,11 @@ import urllib.request
 import openai
 import orjson
 import pytest
-
 from tests.integration.conftest import RunningStack, stop_stack
 
 pytestmark = pytest.mark.slow
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
 @pytest.fixture(scope="module")

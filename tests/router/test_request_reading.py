@@ -8,7 +8,7 @@ import pytest
 
 from corral.errors import InvalidRequestError, PayloadTooLargeError
 from corral.protocol.fields import parse_json_object, routing_fields
-from corral.router.asgi import ClientDisconnected, read_body
+from corral.router.asgi import DISCARD_LIMIT_BYTES, ClientDisconnected, read_body
 
 
 class Receiver:
@@ -64,19 +64,27 @@ async def test_body_in_parts_is_joined() -> None:
     assert await read_body(scope(), receive, 1024) == b"abcd"
 
 
-async def test_declared_oversize_is_refused_before_reading() -> None:
-    receive = Receiver(part(b"x" * 2000, False))
+async def test_declared_oversize_is_read_and_dropped_then_refused() -> None:
+    """The client gets its 413 instead of a broken pipe: the rest of the body is drained."""
+    receive = Receiver(part(b"x" * 1000, True), part(b"x" * 1000, False))
     with pytest.raises(PayloadTooLargeError) as caught:
         await read_body(scope(2000), receive, 1024)
-    assert receive.read == 0
+    assert receive.read == 2
     assert caught.value.status == 413
 
 
-async def test_undeclared_oversize_is_refused_while_reading() -> None:
+async def test_body_declared_past_the_discard_limit_is_refused_before_reading() -> None:
+    receive = Receiver(part(b"x", False))
+    with pytest.raises(PayloadTooLargeError):
+        await read_body(scope(DISCARD_LIMIT_BYTES + 1), receive, 1024)
+    assert receive.read == 0
+
+
+async def test_undeclared_oversize_is_drained_then_refused() -> None:
     receive = Receiver(*[part(b"x" * 400, True) for _ in range(10)], part(b"", False))
     with pytest.raises(PayloadTooLargeError):
         await read_body(scope(), receive, 1024)
-    assert receive.read == 3  # stopped as soon as 1200 > 1024, not after all 11 parts
+    assert receive.read == 11
 
 
 async def test_single_oversize_message_is_refused() -> None:

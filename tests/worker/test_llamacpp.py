@@ -198,7 +198,7 @@ def test_a_client_leaving_a_stream_stops_generation(smollm2: RealWorker) -> None
 def test_gemma_completes_text(gemma3: RealWorker) -> None:
     reply = client(gemma3.url).completions.create(
         model="gemma3-270m",
-        prompt="Q: What is the capital of France?\nA:",
+        prompt="Q: What's the capital of France? Answer in one sentence.\nA:",
         temperature=0,
         max_tokens=16,
         stop=["\n"],

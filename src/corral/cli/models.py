@@ -38,7 +38,7 @@ def models(
 
 def _running_models(base: str) -> Table:
     try:
-        with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as response:
             listing = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         fail(f"--url: cannot list models at {base}/v1/models: {exc}")

@@ -19,13 +19,16 @@ from collections.abc import Callable
 import orjson
 
 from corral.config import StackConfig, Task
-from corral.errors import APIError, NoHealthyEndpointError
+from corral.errors import (
+    APIError,
+    MethodNotAllowedError,
+    NoHealthyEndpointError,
+    RouteNotFoundError,
+)
 from corral.protocol.fields import ENDPOINT_TASKS, parse_json_object, routing_fields
 from corral.router.asgi import (
     ClientDisconnected,
-    MethodNotAllowedError,
     Receive,
-    RouteNotFoundError,
     Scope,
     Send,
     read_body,

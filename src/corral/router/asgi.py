@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, ClassVar
+from typing import Any
 
 from corral.errors import APIError, PayloadTooLargeError
 from corral.router.headers import content_length
@@ -21,51 +21,40 @@ class ClientDisconnected(Exception):
     """The client left before its request was read; there is no one to answer."""
 
 
-class RouteNotFoundError(APIError):
-    status: ClassVar[int] = 404
-    type: ClassVar[str] = "not_found_error"
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"no route for {path}", code="route_not_found")
-
-
-class MethodNotAllowedError(APIError):
-    status: ClassVar[int] = 405
-    type: ClassVar[str] = "invalid_request_error"
-
-    def __init__(self, method: str, path: str, allowed: str) -> None:
-        super().__init__(
-            f"{method} is not allowed on {path} (use {allowed})",
-            code="method_not_allowed",
-            headers={"Allow": allowed},
-        )
+#: How much of an oversize body is read and thrown away so that the client gets its 413
+#: instead of a broken pipe; a body declared or sent past this just has its connection closed.
+DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 async def read_body(scope: Scope, receive: Receive, limit_bytes: int) -> bytes:
-    """The whole request body, refusing (413) as soon as it is known to exceed the limit."""
+    """The whole request body, or 413 once it is known to exceed the limit.
+
+    The rest of an oversize body is read and dropped (up to DISCARD_LIMIT_BYTES) before
+    the error is answered, so an ordinary client sees the 413 rather than a reset.
+    """
     declared = content_length(scope["headers"])
-    if declared is not None and declared > limit_bytes:
+    discard_limit = max(DISCARD_LIMIT_BYTES, limit_bytes)
+    if declared is not None and declared > discard_limit:
         raise PayloadTooLargeError(limit_bytes)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit_bytes:
-            raise PayloadTooLargeError(limit_bytes)
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body", False):
+    too_large = declared is not None and declared > limit_bytes
+    parts: list[bytes] = []
+    size = 0
+    more = True
+    while more:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
+        more = bool(message.get("more_body", False))
         size += len(chunk)
-        if size > limit_bytes:
-            raise PayloadTooLargeError(limit_bytes)
-        parts.append(chunk)
-    return b"".join(parts)
+        too_large = too_large or size > limit_bytes
+        if size > discard_limit:
+            break
+        if not too_large:
+            parts.append(chunk)
+    if too_large:
+        raise PayloadTooLargeError(limit_bytes)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def send_bytes(

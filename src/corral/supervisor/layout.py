@@ -32,7 +32,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - mapping a bind address to a dial address
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return f"http://{shown}:{port}"
 
 

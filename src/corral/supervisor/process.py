@@ -55,7 +55,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def probe(url: str, timeout_s: float = 0.5) -> bool:
     """True when ``url`` answers 200 (a loopback health or readiness endpoint)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -90,7 +90,7 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the supervisor forks from one thread
+            preexec_fn=_die_with_parent,
             env=env,
         )
         self.state = ProcessState.STARTING

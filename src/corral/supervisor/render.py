@@ -46,7 +46,7 @@ def _example_model(stack: StackConfig, task: str) -> str | None:
 def render_banner(stack: StackConfig) -> Panel:
     """The ready message: the URL, the models, and copy-paste examples for curl and openai."""
     router = stack.router
-    host = "127.0.0.1" if router.host in ("0.0.0.0", "") else router.host  # noqa: S104
+    host = "127.0.0.1" if router.host in ("0.0.0.0", "") else router.host
     base = f"http://{host}:{router.port}/v1"
     models = Table(box=None, show_header=True, pad_edge=False)
     for column in ("model", "task", "replicas", "aliases"):
@@ -59,13 +59,13 @@ def render_banner(stack: StackConfig) -> Panel:
         curl = (
             f"curl {base}/chat/completions -H 'Content-Type: application/json' \\\n"
             f"  -d '{{\"model\": \"{chat}\", \"messages\": [{{\"role\": \"user\", "
-            f"\"content\": \"What is the capital of France?\"}}]}}'"
+            f"\"content\": \"What is the capital of France? Answer in one sentence.\"}}]}}'"
         )
         python = (
             "from openai import OpenAI\n"
             f"client = OpenAI(base_url=\"{base}\", api_key=\"unused\")\n"
             f"reply = client.chat.completions.create(model=\"{chat}\",\n"
-            "    messages=[{\"role\": \"user\", \"content\": \"What is the capital of France?\"}])\n"
+            "    messages=[{\"role\": \"user\", \"content\": \"What is the capital of France? Answer in one sentence.\"}])\n"
             "print(reply.choices[0].message.content)"
         )
         parts += [Text("\ncurl:", style="bold"), Text(curl), Text("\nPython (openai):", style="bold"), Text(python)]
