@@ -38,6 +38,7 @@ test: install-test
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src
 
 clean:
 	rm -rf $(VENV) .corral .pytest_cache

@@ -223,4 +223,4 @@ def default_stack_text() -> str:
 
 def dump_stack(config: StackConfig) -> str:
     """Serialize a stack (e.g. the supervisor's resolved stack with endpoints) as YAML."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return str(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -22,9 +22,9 @@ from starlette.applications import Starlette
 
 from corral.config import ModelConfig
 from corral.errors import APIError, ContextLengthError, InvalidRequestError, OverloadedError
+from corral.serving import server_config
 from corral.worker.app import create_app
 from corral.worker.engine import ChatPrompt, Embeddings, Prompt, SamplingParams
-from corral.worker.server import server_config
 from corral.worker.streams import TokenStream
 
 

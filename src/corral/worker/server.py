@@ -8,20 +8,13 @@ error is raised, so the caller exits non-zero and a supervisor can restart it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import signal
 import socket
-import threading
-from collections.abc import Callable, Generator
-from types import FrameType
-
-import uvicorn
-from starlette.types import ASGIApp
+from collections.abc import Callable
 
 from corral.config import ModelConfig, StackConfig
 from corral.errors import ConfigError
+from corral.serving import DrainingServer, server_config
 from corral.worker.app import create_app
 from corral.worker.embeddings import OnnxEmbeddingEngine
 from corral.worker.engine import Engine
@@ -46,48 +39,6 @@ def create_engine(model: ModelConfig) -> Engine:
     return factory(model)
 
 
-class WorkerServer(uvicorn.Server):
-    """uvicorn's server, but a signal only starts the graceful shutdown.
-
-    uvicorn re-raises the signal it caught once it has shut down, so SIGTERM would end
-    the process with status 143 after the drain; a worker that drained cleanly exits 0.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _stop(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True  # a second Ctrl-C: stop waiting for the drain
-        self.should_exit = True
-
-
-def server_config(app: ASGIApp, *, host: str, port: int, drain_timeout_s: float) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=math.ceil(drain_timeout_s),
-    )
-
-
 def serve(
     stack: StackConfig,
     model_name: str,
@@ -110,8 +61,10 @@ def serve(
 
     app = create_app(model, create_engine(model), on_load_failure=on_load_failure)
     config = server_config(app, host=host, port=port, drain_timeout_s=stack.worker.drain_timeout_s)
-    server = WorkerServer(config)
+    server = DrainingServer(config)
     logger.info("starting the worker for %s on %s:%d", model.name, host, port)
     server.run(sockets=[sock] if sock is not None else None)
     if failures:
         raise failures[0]
+    if not server.started:
+        raise SystemExit(1)
