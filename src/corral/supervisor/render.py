@@ -58,13 +58,14 @@ def render_banner(stack: StackConfig) -> Panel:
     if chat is not None:
         curl = (
             f"curl {base}/chat/completions -H 'Content-Type: application/json' \\\n"
-            f"  -d '{{\"model\": \"{chat}\", \"messages\": [{{\"role\": \"user\", "
+            f"  -d '{{\"model\": \"{chat}\", \"temperature\": 0, \"messages\": [{{\"role\": \"user\", "
             f"\"content\": \"What is the capital of France? Answer in one sentence.\"}}]}}'"
         )
         python = (
+            "# pip install openai\n"
             "from openai import OpenAI\n"
             f"client = OpenAI(base_url=\"{base}\", api_key=\"unused\")\n"
-            f"reply = client.chat.completions.create(model=\"{chat}\",\n"
+            f"reply = client.chat.completions.create(model=\"{chat}\", temperature=0,\n"
             "    messages=[{\"role\": \"user\", \"content\": \"What is the capital of France? Answer in one sentence.\"}])\n"
             "print(reply.choices[0].message.content)"
         )

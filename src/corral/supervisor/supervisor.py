@@ -77,6 +77,7 @@ class Supervisor:
                 return 1
             if self._interrupted():
                 return 0
+            self._console.print()
             self._console.print(render_banner(self.layout.resolved))
             self._watch()
             return 0
