@@ -130,12 +130,19 @@ class SupervisorConfig(_Frozen):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 40.0
 
 
+class PrefixConfig(_Frozen):
+    """How prefixes are identified; shared by the router and every worker so hashes agree."""
+
+    block_size: Annotated[int, Field(ge=1, le=4096)] = 16
+
+
 class StackConfig(_Frozen):
     """A whole stack: the router, the worker defaults, the supervisor and the models."""
 
     router: RouterConfig = RouterConfig()
     worker: WorkerConfig = WorkerConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    prefix: PrefixConfig = PrefixConfig()
     models: tuple[ModelConfig, ...]
 
     @model_validator(mode="after")

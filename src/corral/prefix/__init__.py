@@ -1,0 +1,1 @@
+"""Prefix identity: chained block hashes shared by the router and the workers."""

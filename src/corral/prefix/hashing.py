@@ -1,0 +1,65 @@
+"""Chained block hashes over token ids: the whole prefix-cache idea in a few lines.
+
+A prompt's tokens are cut into full blocks of ``block_size``; block *i*'s hash covers
+its own tokens and the hash of block *i-1*, so equal hashes mean equal prefixes. The
+chain is seeded with the model name (two models never share a prefix). Only full blocks
+are hashed, as vLLM does. The router and the workers call the same function, so their
+hashes agree across processes (blake2b, no per-process salt, unlike Python's ``hash``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from array import array
+from collections.abc import Sequence
+
+_DIGEST_BYTES = 8
+
+
+def _digest(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=_DIGEST_BYTES).digest(), "little")
+
+
+def root_hash(seed: str) -> int:
+    """The parent of a prompt's first block: the model name's hash."""
+    return _digest(b"corral-prefix-v1\0" + seed.encode("utf-8"))
+
+
+def block_hashes(
+    tokens: Sequence[int], *, block_size: int, seed: str, limit: int | None = None
+) -> list[int]:
+    """Hashes of the full blocks of ``tokens`` (at most ``limit`` blocks), each chained to its parent."""
+    if block_size < 1:
+        raise ValueError("block_size must be >= 1")
+    count = len(tokens) // block_size
+    if limit is not None:
+        count = min(count, limit)
+    packed = array("i", tokens[: count * block_size])  # int32 holds every vocabulary we serve
+    if sys.byteorder == "big":  # hash the same bytes on every machine
+        packed.byteswap()
+    raw = packed.tobytes()
+    width = block_size * 4
+    parent = root_hash(seed)
+    hashes: list[int] = []
+    for start in range(0, count * width, width):
+        parent = _digest(parent.to_bytes(_DIGEST_BYTES, "little") + raw[start : start + width])
+        hashes.append(parent)
+    return hashes
+
+
+def text_block_hashes(text: str, *, block_chars: int, seed: str) -> list[int]:
+    """Chained hashes of the full ``block_chars``-character blocks of ``text``.
+
+    For approximate prefix routing, which needs no tokenizer: the router learns which
+    endpoint saw which text blocks from the requests it routes.
+    """
+    if block_chars < 1:
+        raise ValueError("block_chars must be >= 1")
+    parent = root_hash(seed)
+    hashes: list[int] = []
+    for start in range(0, len(text) - block_chars + 1, block_chars):
+        chunk = text[start : start + block_chars].encode("utf-8", "surrogatepass")
+        parent = _digest(parent.to_bytes(_DIGEST_BYTES, "little") + chunk)
+        hashes.append(parent)
+    return hashes
