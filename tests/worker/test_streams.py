@@ -1,9 +1,12 @@
 import asyncio
 import threading
 
+import orjson
 import pytest
 
 from corral.errors import APIError
+from corral.worker.chunks import Head
+from corral.worker.completions import _frames
 from corral.worker.streams import TokenStream, Usage
 
 
@@ -70,3 +73,20 @@ async def test_cancel_after_the_end_does_nothing() -> None:
     assert [piece async for piece in stream] == []
     stream.cancel()
     assert not stream.cancelled and not called
+
+
+async def test_the_role_chunk_waits_for_the_first_token() -> None:
+    """TTFT as clients measure it (first chunk with choices) must include the prefill."""
+    stream = TokenStream(3)
+    frames = _frames(stream, Head.new("m", "chat"), include_usage=False)
+    first = asyncio.ensure_future(anext(frames))
+    await asyncio.sleep(0.05)
+    assert not first.done()  # nothing is sent while the prompt is still being processed
+    stream.push("Hi")
+    role = orjson.loads((await first)[len(b"data: "):])
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    content = orjson.loads((await anext(frames))[len(b"data: "):])
+    assert content["choices"][0]["delta"] == {"content": "Hi"}
+    stream.finish("stop", 1)
+    rest = [frame async for frame in frames]
+    assert rest[-1] == b"data: [DONE]\n\n"

@@ -75,10 +75,14 @@ async def _collect(stream: TokenStream) -> str:
 async def _frames(
     stream: TokenStream, head: Head, *, include_usage: bool
 ) -> AsyncGenerator[bytes, None]:
-    if head.kind == "chat":
-        yield sse.encode(role_chunk(head))
+    # The role chunk goes out with the first token, not before the prefill: clients and
+    # benchmarks (vLLM's among them) take the first chunk with choices as the first token.
+    role_pending = head.kind == "chat"
     try:
         async for text in stream:
+            if role_pending:
+                role_pending = False
+                yield sse.encode(role_chunk(head))
             yield sse.encode(chunk(head, text))
     except APIError as exc:
         yield sse.error_frame(exc)
@@ -89,6 +93,8 @@ async def _frames(
         return
     if stream.cancelled:
         return
+    if role_pending:
+        yield sse.encode(role_chunk(head))
     yield sse.encode(chunk(head, None, stream.finish_reason))
     if include_usage:
         yield sse.encode(usage_chunk(head, stream.usage))
