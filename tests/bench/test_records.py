@@ -121,3 +121,17 @@ def test_no_chunk_at_all():
 def test_bad_json():
     r = parse_exchange(exchange([(1.1, b"data: {not json\n\n")]))
     assert (r.success, r.error) == (False, "bad_json")
+
+
+def test_time_to_second_token_skips_the_role_chunk():
+    """A chat server sends its role chunk with the first token: TTST is token to token."""
+    reads = [
+        (1.10, event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})),
+        (1.10, chat("Hel")),
+        (1.16, chat("lo")),
+        (1.20, chat(None, "stop") + usage(2) + DONE),
+    ]
+    r = parse_exchange(exchange(reads))
+    assert r.ttft_s == pytest.approx(0.10)
+    assert r.text_times_s == (1.10, 1.16)
+    assert r.ttst_s == pytest.approx(0.06)

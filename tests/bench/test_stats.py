@@ -21,6 +21,7 @@ from corral.bench.stats import (
 
 
 def ok(start: float, chunks: list[float], output: int | None, prompt: int | None = 10, **kw: object) -> RequestResult:
+    kw.setdefault("text_times_s", tuple(chunks))
     return RequestResult(True, start, kw.pop("scheduled", start), tuple(chunks), prompt, output, "usage", **kw)  # type: ignore[arg-type]
 
 

@@ -63,6 +63,8 @@ class RequestResult:
     conversation: int = 0
     round: int = 0
     end_s: float | None = None
+    #: Times of the chunks that carried text (a chat stream's role-only chunk does not).
+    text_times_s: tuple[float, ...] = ()
 
     @property
     def ttft_s(self) -> float | None:
@@ -77,6 +79,12 @@ class RequestResult:
     def itl_s(self) -> list[float]:
         times = self.chunk_times_s
         return [b - a for a, b in pairwise(times)]
+
+    @property
+    def ttst_s(self) -> float | None:
+        """Time to second token: from the first chunk with text to the second."""
+        times = self.text_times_s
+        return times[1] - times[0] if len(times) > 1 else None
 
     @property
     def queue_s(self) -> float:
@@ -112,7 +120,8 @@ def parse_exchange(ex: Exchange) -> RequestResult:
     return RequestResult(
         error is None,
         chunk_times_s=tuple(stream.chunk_times),
-        output_tokens=completion if has_usage else stream.text_chunks,
+        text_times_s=tuple(stream.text_times),
+        output_tokens=completion if has_usage else len(stream.text_times),
         output_tokens_source="usage" if has_usage else "chunks",
         usage_prompt_tokens=prompt if isinstance(prompt, int) else None,
         error=error,
@@ -125,8 +134,8 @@ def parse_exchange(ex: Exchange) -> RequestResult:
 @dataclass(slots=True)
 class _Stream:
     chunk_times: list[float] = field(default_factory=list)
+    text_times: list[float] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
-    text_chunks: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     error_detail: str | None = None
@@ -164,7 +173,7 @@ def _take_event(stream: _Stream, timestamp: float, event: dict[str, Any]) -> Non
             text = delta.get("content") if isinstance(delta, dict) else None
         if isinstance(text, str) and text:
             stream.pieces.append(text)
-            stream.text_chunks += 1
+            stream.text_times.append(timestamp)
     usage = event.get("usage")
     if isinstance(usage, dict):
         stream.usage = usage

@@ -5,7 +5,9 @@ Per request (successful ones only, as vLLM):
     ITL   gaps between consecutive chunks, pooled over all requests
     TPOT  (E2EL - TTFT) / (output_tokens - 1), only when output_tokens > 1
     E2EL  last chunk time - start
-    TTST  second chunk time - first chunk time (genai-perf's time to second token)
+    TTST  second text chunk time - first text chunk time (genai-perf's time to second
+          token; a chat stream's role-only chunk carries no token, so it is skipped here
+          although TTFT and ITL count it, exactly as vLLM does)
     E2EL per token  E2EL / output_tokens: guidellm's TPOT and llmperf's ITL
     queue  start - scheduled: time spent waiting for a --max-concurrency slot
 Run-wide: throughputs over the wall duration, peak output tokens in a 1-second bucket,
@@ -212,7 +214,7 @@ def samples(ok: Sequence[RequestResult]) -> dict[str, list[float]]:
         "tpot": tpots,
         "itl": [gap for r in ok for gap in r.itl_s],
         "e2el": [r.latency_s for r in ok if r.latency_s is not None],
-        "ttst": [r.chunk_times_s[1] - r.chunk_times_s[0] for r in ok if len(r.chunk_times_s) > 1],
+        "ttst": [t for r in ok if (t := r.ttst_s) is not None],
         "e2el_per_token": per_token,
         "queue": [r.queue_s for r in ok],
     }
