@@ -9,8 +9,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STACK  ?=
 PYTEST_ARGS ?=
+# Debian packages the tests run for real (installed when missing; needs root, as on CI).
+DEB_TEST_PACKAGES ?= prometheus
 
-.PHONY: up test install install-test lint clean
+.PHONY: up test install install-test deb-test lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +32,17 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+deb-test:
+	@missing=""; for p in $(DEB_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
 up: install
 	$(VENV)/bin/corral up $(STACK)
 
-test: install-test
+test: install-test deb-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test

@@ -166,6 +166,11 @@ class StackConfig(_Frozen):
         raise ConfigError(f"models: no model named '{name}' (have: {', '.join(m.name for m in self.models)})")
 
 
+def dial_host(bind_host: str) -> str:
+    """The address to call a server on, given the address it binds (0.0.0.0 -> loopback)."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "", "::") else bind_host
+
+
 def _field_path(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
     """``models.1.replicas`` -> ``models[1] (gemma3-270m).replicas``: name the model too."""
     parts: list[str] = []

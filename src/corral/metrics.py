@@ -1,0 +1,140 @@
+"""Every corral metric, defined once, on an injected CollectorRegistry.
+
+Names start with ``corral_``; counters end in ``_total``; histograms carry their unit
+(``_seconds``). Labels are bounded sets: model names, endpoint URLs, status codes,
+policy names, error kinds and KV tiers -- never anything per request. Dashboards and
+alert rules (``corral.observability``) use these names; a test runs every one of their
+queries against a real Prometheus scraping a real stack.
+
+vLLM workers expose ``vllm:*`` names instead; docs/observability.md maps them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.process_collector import ProcessCollector
+
+#: Latency buckets from 5 ms to 2 min: CPU prefill of long prompts takes seconds.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 120)
+#: Inter-token gaps: 1 ms to 2 s.
+ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2)
+
+
+class RouterMetrics:
+    """What the router measures: traffic, latency as the client sees it, routing, health."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "corral_router_requests_total", "Requests answered, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"], registry=registry,
+        )
+        self.request_duration = Histogram(
+            "corral_router_request_duration_seconds", "End-to-end latency seen by the router.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=registry,
+        )
+        self.ttft = Histogram(
+            "corral_router_time_to_first_token_seconds", "Time to the first streamed chunk.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=registry,
+        )
+        self.itl = Histogram(
+            "corral_router_inter_token_latency_seconds", "Gap between consecutive streamed chunks.",
+            ["model"], buckets=ITL_BUCKETS_S, registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "corral_router_prompt_tokens_total", "Prompt tokens, from the workers' usage.",
+            ["model"], registry=registry,
+        )
+        self.completion_tokens = Counter(
+            "corral_router_completion_tokens_total", "Completion tokens, from the workers' usage.",
+            ["model"], registry=registry,
+        )
+        self.in_flight = Gauge(
+            "corral_router_in_flight_requests", "Requests being proxied, by model and endpoint.",
+            ["model", "endpoint"], registry=registry,
+        )
+        self.routing_decisions = Counter(
+            "corral_router_routing_decisions_total", "Endpoints picked, by policy and reason.",
+            ["model", "policy", "reason"], registry=registry,
+        )
+        self.retries = Counter(
+            "corral_router_retries_total", "Requests retried on another endpoint before the first byte.",
+            ["model"], registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "corral_router_upstream_errors_total", "Failures talking to an endpoint, by kind.",
+            ["model", "endpoint", "kind"], registry=registry,
+        )
+        self.endpoint_healthy = Gauge(
+            "corral_router_endpoint_healthy", "1 when the endpoint passes its health checks.",
+            ["model", "endpoint"], registry=registry,
+        )
+        self.cached_tokens_predicted = Counter(
+            "corral_router_cached_tokens_predicted_total", "Prompt tokens the router expected the worker to reuse.",
+            ["model"], registry=registry,
+        )
+        self.cached_tokens_actual = Counter(
+            "corral_router_cached_tokens_actual_total", "Prompt tokens the worker reported it reused.",
+            ["model"], registry=registry,
+        )
+        self.cache_predictions = Counter(
+            "corral_router_cache_predictions_total", "Per request: did prediction and reuse agree.",
+            ["model", "outcome"], registry=registry,
+        )
+
+
+class WorkerMetrics:
+    """What a worker measures: its queue, its engine's speed, its caches, its memory."""
+
+    def __init__(self, registry: CollectorRegistry, *, model: str, with_process: bool = True) -> None:
+        self.registry = registry
+        self.model = model
+        if with_process:
+            ProcessCollector(registry=registry)  # process_resident_memory_bytes and friends
+        labels = ["model"]
+        self.queue_depth = Gauge(
+            "corral_worker_queue_depth", "Requests waiting for the engine.", labels, registry=registry,
+        ).labels(model)
+        self.queue_capacity = Gauge(
+            "corral_worker_queue_capacity", "Most requests that may wait (queue_size).", labels, registry=registry,
+        ).labels(model)
+        self.running = Gauge(
+            "corral_worker_running_sequences", "Sequences being generated.", labels, registry=registry,
+        ).labels(model)
+        self.requests = Counter(
+            "corral_worker_requests_total", "Requests finished, by outcome (stop, length, error, cancelled, rejected).",
+            ["model", "outcome"], registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "corral_worker_prompt_tokens_total", "Prompt tokens processed (prefill, including reused ones).",
+            labels, registry=registry,
+        ).labels(model)
+        self.cached_prompt_tokens = Counter(
+            "corral_worker_cached_prompt_tokens_total", "Prompt tokens reused from a KV cache instead of prefilled.",
+            labels, registry=registry,
+        ).labels(model)
+        self.generation_tokens = Counter(
+            "corral_worker_generation_tokens_total", "Tokens generated (decode).", labels, registry=registry,
+        ).labels(model)
+        self.ttft = Histogram(
+            "corral_worker_time_to_first_token_seconds", "From admission to the first generated token.",
+            labels, buckets=LATENCY_BUCKETS_S, registry=registry,
+        ).labels(model)
+        self.itl = Histogram(
+            "corral_worker_inter_token_latency_seconds", "Gap between consecutive generated tokens.",
+            labels, buckets=ITL_BUCKETS_S, registry=registry,
+        ).labels(model)
+        self.kv_hits = Counter(
+            "corral_worker_kv_cache_hits_total", "Prompts that reused a stored prefix, by tier.",
+            ["model", "tier"], registry=registry,
+        )
+        self.kv_misses = Counter(
+            "corral_worker_kv_cache_misses_total", "Prompts that found no reusable prefix.", labels, registry=registry,
+        ).labels(model)
+        self.kv_bytes = Gauge(
+            "corral_worker_kv_cache_bytes", "Bytes of prefix KV state held, by tier.",
+            ["model", "tier"], registry=registry,
+        )
+        self.model_load = Gauge(
+            "corral_worker_model_load_seconds", "How long the model took to load.", labels, registry=registry,
+        ).labels(model)

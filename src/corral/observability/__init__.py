@@ -1,0 +1,1 @@
+"""Prometheus scrape config, Grafana dashboards and alert rules for a corral stack."""
