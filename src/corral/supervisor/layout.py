@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from corral.config import StackConfig, dump_stack
+from corral.config import StackConfig, dial_host, dump_stack
 from corral.supervisor.process import ProcessSpec
 
 
@@ -32,8 +32,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{shown}:{port}"
+    return f"http://{dial_host(host)}:{port}"
 
 
 def plan_stack(

@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from corral.config import StackConfig
+from corral.config import StackConfig, dial_host
 from corral.supervisor.process import ManagedProcess, ProcessState
 
 _STATE_STYLE = {
@@ -46,7 +46,7 @@ def _example_model(stack: StackConfig, task: str) -> str | None:
 def render_banner(stack: StackConfig) -> Panel:
     """The ready message: the URL, the models, and copy-paste examples for curl and openai."""
     router = stack.router
-    host = "127.0.0.1" if router.host in ("0.0.0.0", "") else router.host
+    host = dial_host(router.host)
     base = f"http://{host}:{router.port}/v1"
     models = Table(box=None, show_header=True, pad_edge=False)
     for column in ("model", "task", "replicas", "aliases"):
