@@ -19,7 +19,7 @@ from corral.errors import ConfigError
 
 Task = Literal["chat", "completion", "embedding"]
 EngineKind = Literal["llamacpp", "onnx-embed", "vllm"]
-RoutingPolicyName = Literal["round_robin", "least_loaded"]
+RoutingPolicyName = Literal["round_robin", "least_loaded", "session", "prefix", "kv"]
 
 #: Which engine can serve which task.
 ENGINE_TASKS: dict[str, frozenset[str]] = {
@@ -36,6 +36,46 @@ _URL_RE = re.compile(r"^https?://[^/\s]+(/\S*)?$")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_ds_mla"]
+_GPU_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_QUANTIZATION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class VllmConfig(_Frozen):
+    """How a vLLM replica is started (`vllm serve` flags) when corral deploys it, e.g. as
+    written by `corral plan --emit`. The model's ``context_length`` is vLLM's --max-model-len."""
+
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    pipeline_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    quantization: str | None = Field(default=None, description="vLLM --quantization (fp8, awq, ...); None: the checkpoint's")
+    kv_cache_dtype: KvCacheDtype = "auto"
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    max_num_seqs: Annotated[int | None, Field(ge=1, le=65_536)] = None
+    enable_prefix_caching: bool = True
+
+    @field_validator("quantization")
+    @classmethod
+    def _check_quantization(cls, value: str | None) -> str | None:
+        if value is not None and not _QUANTIZATION_RE.match(value):
+            raise ValueError("must be a vLLM quantization method name such as fp8, awq or gptq")
+        return value
+
+
+class GpuConfig(_Frozen):
+    """The GPUs one replica of a vLLM model needs: a target for `corral deploy`, unused by `corral up`."""
+
+    type: str = Field(description="GPU kind, e.g. l40s, h100, h200 (see `corral plan`)")
+    count: Annotated[int, Field(ge=1, le=64)] = 1
+    instance: str | None = Field(default=None, description="cloud instance type the plan picked, e.g. g6e.xlarge")
+
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, value: str) -> str:
+        if not _GPU_TYPE_RE.match(value):
+            raise ValueError("must be a lower-case GPU name such as l40s or h100")
+        return value
 
 
 class ModelConfig(_Frozen):
@@ -58,6 +98,8 @@ class ModelConfig(_Frozen):
         default=(),
         description="base URLs of workers started outside this stack (static discovery)",
     )
+    vllm: VllmConfig | None = Field(default=None, description="vLLM settings, for engine vllm")
+    gpu: GpuConfig | None = Field(default=None, description="GPUs per replica, for engine vllm")
 
     @field_validator("name")
     @classmethod
@@ -89,10 +131,20 @@ class ModelConfig(_Frozen):
             raise ValueError(f"engine '{self.engine}' cannot serve task '{self.task}' (it serves: {allowed})")
         if self.replicas == 0 and not self.endpoints:
             raise ValueError("replicas is 0 and no endpoints are given: nothing would serve this model")
-        if self.engine not in LOCAL_ENGINES and self.replicas > 0:
+        for part, value in (("vllm", self.vllm), ("gpu", self.gpu)):
+            if value is not None and self.engine != "vllm":
+                raise ValueError(f"{part}: applies to engine 'vllm' only (this model's engine is '{self.engine}')")
+        if self.vllm is not None and self.gpu is not None:
+            per_replica = self.vllm.tensor_parallel_size * self.vllm.pipeline_parallel_size
+            if self.gpu.count != per_replica:
+                raise ValueError(
+                    f"gpu.count ({self.gpu.count}) must equal vllm.tensor_parallel_size x pipeline_parallel_size "
+                    f"({self.vllm.tensor_parallel_size} x {self.vllm.pipeline_parallel_size} = {per_replica})"
+                )
+        if self.engine not in LOCAL_ENGINES and self.replicas > 0 and self.gpu is None:
             raise ValueError(
                 f"engine '{self.engine}' is not started by corral on this machine; "
-                "set replicas: 0 and list its endpoints"
+                "set replicas: 0 and list its endpoints, or give gpu: (type, count) for `corral deploy`"
             )
         return self
 
@@ -101,8 +153,52 @@ class ModelConfig(_Frozen):
         return (self.name, *self.aliases)
 
 
+class RoutingWeights(_Frozen):
+    """How much each scorer counts (scores are 0..1; the endpoint with the highest sum wins).
+
+    ``prefix``: share of the prompt's blocks the endpoint holds (``prefix`` and ``kv``);
+    ``load``: fewest in-flight requests; ``queue``: fewest prompt tokens still to prefill
+    (``session``, ``prefix``, ``kv``); ``session``: the endpoint the session used last
+    (``session``).
+    """
+
+    prefix: Annotated[float, Field(ge=0)] = 2.0
+    load: Annotated[float, Field(ge=0)] = 1.0
+    queue: Annotated[float, Field(ge=0)] = 1.0
+    session: Annotated[float, Field(ge=0)] = 3.0
+
+
 class RoutingConfig(_Frozen):
+    """How the router picks an endpoint: a policy per model, and what the policies share.
+
+    Policies: ``round_robin``, ``least_loaded``, ``session`` (sticky by ``session_header``
+    or the request's ``user``), ``prefix`` (approximate: learns which endpoint saw which
+    prompt text), ``kv`` (exact: tokenizes like the worker and follows its KV events).
+    """
+
     policy: RoutingPolicyName = "least_loaded"
+    models: dict[str, RoutingPolicyName] = Field(
+        default_factory=dict, description="per-model policy, overriding `policy` (model name -> policy)"
+    )
+    weights: RoutingWeights = RoutingWeights()
+    session_header: str = Field(default="x-session-id", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    max_sessions: Annotated[int, Field(ge=1)] = 100_000
+    prefix_block_chars: Annotated[int, Field(ge=8, le=65_536)] = 64
+    index_max_blocks: Annotated[int, Field(ge=1)] = 1_000_000
+    index_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    tokenizer_threads: Annotated[int, Field(ge=1, le=64)] = 1
+    tokenizer_cache_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    kv_reconnect_s: Annotated[float, Field(gt=0)] = 0.25
+    kv_reconnect_max_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("session_header")
+    @classmethod
+    def _lower_header(cls, value: str) -> str:
+        return value.lower()
+
+    def policy_for(self, model: str) -> RoutingPolicyName:
+        """The policy that routes ``model`` (its canonical name)."""
+        return self.models.get(model, self.policy)
 
 
 class RouterConfig(_Frozen):
@@ -117,9 +213,17 @@ class RouterConfig(_Frozen):
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
 
 
+class PrefixStoreConfig(_Frozen):
+    """A worker's RAM store of prefix KV states (llama.cpp engines), beyond its last prompt."""
+
+    ram_bytes: Annotated[int, Field(ge=0, description="0 turns the store off")] = 512 * 1024 * 1024
+    min_tokens: Annotated[int, Field(ge=1, description="shorter prompt prefixes are not stored")] = 64
+
+
 class WorkerConfig(_Frozen):
     host: str = "127.0.0.1"
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    prefix_store: PrefixStoreConfig = PrefixStoreConfig()
 
 
 class SupervisorConfig(_Frozen):

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from corral import __version__
-from corral.cli import bench, models, router, up, worker
+from corral.cli import bench, models, plan, router, up, worker
 
 app = typer.Typer(
     name="corral",
@@ -37,6 +37,7 @@ app.command("up")(up.up)
 app.command("worker")(worker.worker)
 app.command("router")(router.router)
 app.command("models")(models.models)
+app.command("plan")(plan.plan)
 app.add_typer(bench.app, name="bench")
 
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from corral.config import StackConfig, dial_host, dump_stack
+from corral.config import LOCAL_ENGINES, StackConfig, dial_host, dump_stack
+from corral.errors import ConfigError
 from corral.supervisor.process import ProcessSpec
 
 
@@ -35,6 +36,19 @@ def _url(host: str, port: int) -> str:
     return f"http://{dial_host(host)}:{port}"
 
 
+def _refuse_remote_replicas(stack: StackConfig) -> None:
+    """`corral up` starts llama.cpp and ONNX workers only: a vLLM model with replicas (a stack
+    written for `corral deploy`, e.g. by `corral plan --emit`) cannot run here."""
+    for model in stack.models:
+        if model.engine not in LOCAL_ENGINES and model.replicas > 0:
+            gpus = f" on {model.gpu.count} x {model.gpu.type} each" if model.gpu is not None else ""
+            raise ConfigError(
+                f"models: '{model.name}' asks for {model.replicas} {model.engine} replica(s){gpus}, which `corral up` "
+                f"cannot start on this machine (it starts {' and '.join(sorted(LOCAL_ENGINES))} workers); deploy "
+                "that stack to GPUs, or set its replicas: 0 and list the endpoints of vLLM servers you run"
+            )
+
+
 def plan_stack(
     stack: StackConfig,
     run_dir: Path,
@@ -43,6 +57,7 @@ def plan_stack(
     python: str = sys.executable,
 ) -> StackLayout:
     """Lay out the worker replicas and the router; write the resolved stack file."""
+    _refuse_remote_replicas(stack)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved_path = run_dir / "stack.resolved.yaml"
     host = stack.worker.host
