@@ -234,6 +234,14 @@ class SupervisorConfig(_Frozen):
     stop_timeout_s: Annotated[float, Field(gt=0)] = 40.0
 
 
+class ObservabilityConfig(_Frozen):
+    """Prometheus started by `corral up` (the same files are written for your own)."""
+
+    prometheus: bool = False
+    prometheus_port: Annotated[int, Field(ge=0, le=65535)] = 9090
+    scrape_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+
+
 class PrefixConfig(_Frozen):
     """How prefixes are identified; shared by the router and every worker so hashes agree."""
 
@@ -246,6 +254,7 @@ class StackConfig(_Frozen):
     router: RouterConfig = RouterConfig()
     worker: WorkerConfig = WorkerConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     prefix: PrefixConfig = PrefixConfig()
     models: tuple[ModelConfig, ...]
 

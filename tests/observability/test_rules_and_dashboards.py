@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from corral.config import load_stack
-from corral.observability.alerts import alert_rules, rule_queries
+from corral.observability.alerts import alert_rules, rules
 from corral.observability.dashboards import dashboards, panel_queries
 from corral.observability.prometheus import scrape_config, write_observability_files
 
@@ -46,7 +46,8 @@ def test_promtool_accepts_rules_and_config(tmp_path):
 
 
 def test_alert_rules_name_their_thresholds():
-    rules = alert_rules()
-    names = [name for name, _ in rule_queries(rules)]
+    document = alert_rules()
+    names = [rule["alert"] for rule in document["groups"][0]["rules"]]
     assert names == ["CorralTTFTHigh", "CorralErrorRateHigh", "CorralEndpointDown", "CorralQueueSaturated", "CorralCachePredictionDrift"]
-    assert yaml.safe_load(yaml.safe_dump(rules)) == rules
+    assert yaml.safe_load(yaml.safe_dump(document)) == document
+    assert all(rule.expr.startswith(rule.signal) for rule in rules())

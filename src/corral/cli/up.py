@@ -17,6 +17,9 @@ def up(
     stack: StackArg = None,
     port: Annotated[int | None, typer.Option(help="Router port (overrides router.port).")] = None,
     host: Annotated[str | None, typer.Option(help="Router bind address (overrides router.host).")] = None,
+    prometheus: Annotated[
+        bool | None, typer.Option("--prometheus/--no-prometheus", help="Start Prometheus too (observability.prometheus).")
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where logs and the resolved stack go (overrides supervisor.run_dir).")
     ] = None,
@@ -27,6 +30,10 @@ def up(
     overrides = {k: v for k, v in (("port", port), ("host", host)) if v is not None}
     if overrides:
         config = config.model_copy(update={"router": config.router.model_copy(update=overrides)})
+    if prometheus is not None:
+        config = config.model_copy(
+            update={"observability": config.observability.model_copy(update={"prometheus": prometheus})}
+        )
     try:
         supervisor = Supervisor(config, console=Console(), run_dir=run_dir)
     except (CorralError, OSError) as exc:

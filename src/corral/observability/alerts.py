@@ -14,43 +14,52 @@ class AlertThresholds(NamedTuple):
     prediction_agreement: float = 0.9
 
 
-def _rule(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
-    return {
-        "alert": name,
-        "expr": expr,
-        "for": for_,
-        "labels": {"severity": severity},
-        "annotations": {"summary": summary},
-    }
+class AlertRule(NamedTuple):
+    """``signal`` is the PromQL measured; the rule fires when ``signal condition`` holds."""
+
+    name: str
+    signal: str
+    condition: str
+    for_: str
+    severity: str
+    summary: str
+
+    @property
+    def expr(self) -> str:
+        return f"{self.signal} {self.condition}"
+
+
+def rules(thresholds: AlertThresholds | None = None) -> list[AlertRule]:
+    t = thresholds or AlertThresholds()
+    ttft = q.quantile(0.99, "corral_router_time_to_first_token_seconds", window="5m")
+    return [
+        AlertRule("CorralTTFTHigh", ttft, f"> {t.ttft_p99_s}", "5m", "warning",
+                  f"TTFT p99 of {{{{ $labels.model }}}} is above {t.ttft_p99_s} s"),
+        AlertRule("CorralErrorRateHigh", q.error_ratio(), f"> {t.error_ratio}", "5m", "critical",
+                  f"more than {t.error_ratio:.0%} of {{{{ $labels.model }}}} requests fail with 5xx"),
+        AlertRule("CorralEndpointDown", "corral_router_endpoint_healthy", "== 0", "1m", "warning",
+                  "endpoint {{ $labels.endpoint }} of {{ $labels.model }} fails its health checks"),
+        AlertRule("CorralQueueSaturated", q.queue_fill(), f"> {t.queue_fill}", "2m", "warning",
+                  f"worker {{{{ $labels.instance }}}} queue is over {t.queue_fill:.0%} full"),
+        AlertRule("CorralCachePredictionDrift", q.prediction_agreement(window="15m"),
+                  f"< {t.prediction_agreement} and on (model) "
+                  "sum by (model) (rate(corral_router_cache_predictions_total[15m])) > 0",
+                  "15m", "info",
+                  "the router's cache-hit predictions for {{ $labels.model }} disagree with the workers"),
+    ]
 
 
 def alert_rules(thresholds: AlertThresholds | None = None) -> dict[str, Any]:
-    t = thresholds or AlertThresholds()
-    ttft = q.quantile(0.99, "corral_router_time_to_first_token_seconds", window="5m")
+    """The rules file: one group, every rule with its severity and summary."""
     return {
         "groups": [
             {
                 "name": "corral",
                 "rules": [
-                    _rule("CorralTTFTHigh", f"{ttft} > {t.ttft_p99_s}", "5m", "warning",
-                          f"TTFT p99 of {{{{ $labels.model }}}} is above {t.ttft_p99_s} s"),
-                    _rule("CorralErrorRateHigh", f"{q.error_ratio()} > {t.error_ratio}", "5m", "critical",
-                          f"more than {t.error_ratio:.0%} of {{{{ $labels.model }}}} requests fail with 5xx"),
-                    _rule("CorralEndpointDown", "corral_router_endpoint_healthy == 0", "1m", "warning",
-                          "endpoint {{ $labels.endpoint }} of {{ $labels.model }} fails its health checks"),
-                    _rule("CorralQueueSaturated", f"{q.queue_fill()} > {t.queue_fill}", "2m", "warning",
-                          f"worker {{{{ $labels.instance }}}} queue is over {t.queue_fill:.0%} full"),
-                    _rule("CorralCachePredictionDrift",
-                          f"{q.prediction_agreement(window='15m')} < {t.prediction_agreement}"
-                          " and sum by (model) (rate(corral_router_cache_predictions_total[15m])) > 0",
-                          "15m", "info",
-                          "the router's cache-hit predictions for {{ $labels.model }} disagree with the workers"),
+                    {"alert": r.name, "expr": r.expr, "for": r.for_, "labels": {"severity": r.severity},
+                     "annotations": {"summary": r.summary}}
+                    for r in rules(thresholds)
                 ],
             }
         ]
     }
-
-
-def rule_queries(rules: dict[str, Any]) -> list[tuple[str, str]]:
-    """(alert name, PromQL) for every rule."""
-    return [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from corral.config import LOCAL_ENGINES, StackConfig, dial_host, dump_stack
 from corral.errors import ConfigError
+from corral.observability.prometheus import prometheus_argv, write_observability_files
 from corral.supervisor.process import ProcessSpec
 
 
@@ -23,6 +24,8 @@ class StackLayout(NamedTuple):
     resolved_path: Path
     workers: tuple[ProcessSpec, ...]
     router: ProcessSpec
+    #: Started after the router and stopped last: Prometheus, when the stack asks for it.
+    extras: tuple[ProcessSpec, ...] = ()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -98,4 +101,21 @@ def plan_stack(
         kind="router",
         port=router_port,
     )
-    return StackLayout(resolved, resolved_path, tuple(workers), router)
+    extras = () if not stack.observability.prometheus else (_prometheus(resolved, run_dir, allocate_port),)
+    return StackLayout(resolved, resolved_path, tuple(workers), router, extras)
+
+
+def _prometheus(stack: StackConfig, run_dir: Path, allocate_port: Callable[[str], int]) -> ProcessSpec:
+    """Prometheus scraping every process of the resolved stack, with corral's alert rules."""
+    config_dir = run_dir / "observability"
+    settings = stack.observability
+    write_observability_files(stack, config_dir, interval_s=settings.scrape_interval_s)
+    port = settings.prometheus_port or allocate_port("127.0.0.1")
+    return ProcessSpec(
+        name="prometheus",
+        argv=tuple(prometheus_argv(config_dir, host="127.0.0.1", port=port)),
+        log_path=run_dir / "logs" / "prometheus.log",
+        ready_url=f"http://127.0.0.1:{port}/-/ready",
+        kind="prometheus",
+        port=port,
+    )

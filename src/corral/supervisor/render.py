@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.config import StackConfig, dial_host
-from corral.supervisor.process import ManagedProcess, ProcessState
+from corral.supervisor.process import ManagedProcess, ProcessSpec, ProcessState
 
 _STATE_STYLE = {
     ProcessState.PENDING: "dim",
@@ -43,7 +43,7 @@ def _example_model(stack: StackConfig, task: str) -> str | None:
     return next((m.name for m in stack.models if m.task == task), None)
 
 
-def render_banner(stack: StackConfig) -> Panel:
+def render_banner(stack: StackConfig, extras: tuple[ProcessSpec, ...] = ()) -> Panel:
     """The ready message: the URL, the models, and copy-paste examples for curl and openai."""
     router = stack.router
     host = dial_host(router.host)
@@ -70,5 +70,9 @@ def render_banner(stack: StackConfig) -> Panel:
             "print(reply.choices[0].message.content)"
         )
         parts += [Text("\ncurl:", style="bold"), Text(curl), Text("\nPython (openai):", style="bold"), Text(python)]
+    for spec in extras:
+        if spec.kind == "prometheus":
+            parts.append(Text(f"\nPrometheus: http://127.0.0.1:{spec.port} (corral's alert rules loaded; "
+                              "Grafana dashboards in the run directory's observability/grafana)"))
     parts.append(Text("\nCtrl-C drains in-flight requests and stops everything.", style="dim"))
     return Panel(Group(*parts), expand=False)  # type: ignore[arg-type]

@@ -60,11 +60,12 @@ class Supervisor:
         self.layout: StackLayout = plan_stack(stack, run_dir or Path(stack.supervisor.run_dir))
         self.workers = [ManagedProcess(spec) for spec in self.layout.workers]
         self.router = ManagedProcess(self.layout.router)
+        self.extras = [ManagedProcess(spec) for spec in self.layout.extras]
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        return [*self.workers, self.router]
+        return [*self.workers, self.router, *self.extras]
 
     def run(self) -> int:
         """Run until a signal; the exit code for the CLI."""
@@ -78,7 +79,7 @@ class Supervisor:
             if self._interrupted():
                 return 0
             self._console.print()
-            self._console.print(render_banner(self.layout.resolved))
+            self._console.print(render_banner(self.layout.resolved, self.layout.extras))
             self._watch()
             return 0
         finally:
@@ -104,6 +105,9 @@ class Supervisor:
                 return
             self.router.start(self._clock())
             self._wait_ready([self.router], live)
+            for process in self.extras:
+                process.start(self._clock())
+            self._wait_ready(self.extras, live)
 
     def _wait_ready(self, group: list[ManagedProcess], live: Live) -> None:
         deadline = self._clock() + self._config.startup_timeout_s
@@ -179,7 +183,7 @@ class Supervisor:
         if not alive:
             return
         self._console.print("stopping: draining in-flight requests ...")
-        for group in ([self.router], self.workers):
+        for group in ([self.router], self.workers, self.extras):
             self._stop_group([p for p in group if p in alive])
         self._console.print("corral stopped.")
 
