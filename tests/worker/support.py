@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import llama_cpp.llama_cpp as llama_lib
 import numpy as np
+import openai
 import uvicorn
+from openai.types import CompletionUsage
 from starlette.applications import Starlette
 
 from corral.config import ModelConfig
@@ -25,6 +31,8 @@ from corral.errors import APIError, ContextLengthError, InvalidRequestError, Ove
 from corral.serving import server_config
 from corral.worker.app import create_app
 from corral.worker.engine import ChatPrompt, Embeddings, Prompt, SamplingParams
+from corral.worker.kv_events import KVEventLog
+from corral.worker.prefix_store import PrefixStats
 from corral.worker.streams import TokenStream
 
 
@@ -96,6 +104,14 @@ class FakeTextEngine:
         stream.finish(
             "length" if max_tokens <= len(self.script) else "stop", count, cached_tokens=1
         )
+
+
+@dataclass
+class FakePrefixEngine(FakeTextEngine):
+    """A FakeTextEngine that publishes KV events: tests record blocks into its log."""
+
+    kv_events: KVEventLog = field(default_factory=lambda: KVEventLog(block_size=4))
+    prefix_stats: PrefixStats = field(default_factory=lambda: PrefixStats(1, 2, 300, 1000))
 
 
 @dataclass
@@ -207,3 +223,40 @@ def real_worker(config: dict[str, Any]) -> Iterator[RealWorker]:
                 raise RuntimeError(f"{model.name} did not load")
             time.sleep(0.02)
         yield RealWorker(url, engine)
+
+
+# -- helpers shared by the test modules -------------------------------------------------
+
+
+async def wait_until(condition: Callable[[], object], timeout_s: float = 2.0) -> None:
+    """Poll a fake's recorded state (the fakes expose lists and flags, not events)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def usage_of(reply: Any) -> CompletionUsage:
+    usage: CompletionUsage | None = reply.usage
+    assert usage is not None, "the worker sends usage on every response"
+    return usage
+
+
+def prompt_evals(engine: Any) -> tuple[int, int]:
+    """llama.cpp's own counters: (prompt tokens evaluated in batches, single-token evals)."""
+    perf = llama_lib.llama_perf_context(engine.llama.ctx)
+    return perf.n_p_eval, perf.n_eval

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import numpy as np
 import orjson
 import pytest
-from tests.worker.support import FakeEmbeddingEngine, FakeTextEngine, model_config, running
+from tests.worker.support import (
+    FakeEmbeddingEngine,
+    FakeTextEngine,
+    model_config,
+    running,
+    wait_until,
+)
 
 from corral.errors import ModelSourceError
 from corral.worker.app import create_app
@@ -38,13 +43,6 @@ async def stream_body(url: str, payload: dict[str, Any]) -> list[Any]:
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         return sse_payloads(await response.text())
-
-
-async def wait_until(condition: Callable[[], object], timeout_s: float = 2.0) -> None:
-    """Poll a fake's recorded state (the fakes expose lists and flags, not events)."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 async def test_health_is_503_loading_until_the_model_is_loaded(fake_engine: FakeTextEngine) -> None:

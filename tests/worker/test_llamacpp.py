@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
-import llama_cpp.llama_cpp as llama_lib
-import openai
 import pytest
-from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionMessageParam
-from tests.worker.support import RealWorker
+from tests.worker.support import RealWorker, client, post, prompt_evals, usage_of
 
 from corral.worker.chat_template import ChatTemplate
 from corral.worker.engine import SamplingParams
@@ -23,33 +17,6 @@ pytestmark = pytest.mark.slow
 QUESTION: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "What's the capital of France? Answer in one sentence."}
 ]
-
-
-def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
-
-
-def post(url: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def usage_of(reply: Any) -> CompletionUsage:
-    usage: CompletionUsage | None = reply.usage
-    assert usage is not None, "the worker sends usage on every response"
-    return usage
-
-
-def prompt_evals(engine: Any) -> tuple[int, int]:
-    """llama.cpp's own counters: (prompt tokens evaluated in batches, single-token evals)."""
-    perf = llama_lib.llama_perf_context(engine.llama.ctx)
-    return perf.n_p_eval, perf.n_eval
 
 
 def test_chat_answers_sensibly(smollm2: RealWorker) -> None:

@@ -98,3 +98,16 @@ def test_a_model_that_cannot_load_ends_the_process_with_an_error(worker: Worker)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
     assert b"does not exist" in stderr
+
+
+def test_sigterm_ends_kv_event_streams_at_once(worker: Worker) -> None:
+    process, url = worker
+    wait_healthy(url, process)
+    with urllib.request.urlopen(f"{url}/v1/kv/events", timeout=30) as events:
+        snapshot = json.loads(events.readline().removeprefix(b"data: "))
+        assert snapshot["events"] == [{"type": "AllBlocksCleared"}]
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        events.read()  # returns when the server ends the stream
+    assert process.wait(30) == 0
+    assert time.monotonic() - started < 5  # the stream did not hold the 20 s drain up

@@ -6,6 +6,10 @@
     POST /v1/completions         completion and chat models
     POST /v1/embeddings          embedding models
     POST /tokenize, /detokenize  vLLM's shape: {"tokens", "count", "max_model_len"} / {"prompt"}
+    GET  /v1/kv/events           SSE: the prefix blocks held, a snapshot then live batches
+    GET  /v1/kv/blocks           the snapshot batch as JSON, with the prefix store's stats
+                                 (both only where the engine keeps prefixes: llama.cpp;
+                                 the schema is corral.prefix.events)
 
 The server listens at once; the model loads in the background (see ServedModel.load).
 Every error, of any kind, is answered by one handler in OpenAI's error shape.
@@ -31,10 +35,11 @@ from starlette.routing import Route
 from corral.config import ModelConfig
 from corral.errors import APIError, ConfigError, UnsupportedParameterError, WrongTaskError
 from corral.worker.completions import CompletionEndpoints
-from corral.worker.engine import EmbeddingEngine, Engine, TextEngine
+from corral.worker.engine import EmbeddingEngine, Engine, PrefixCachingEngine, TextEngine
+from corral.worker.kv_events import KVEventFeed
 from corral.worker.schemas import DetokenizeRequest, EmbeddingRequest, ModelOnly, TokenizeRequest
 from corral.worker.served import CLIENT_CLOSED, ServedModel, json_response, read_body
-from corral.worker.streaming import unless_disconnected
+from corral.worker.streaming import EventStreamResponse, unless_disconnected
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +50,11 @@ def create_app(
     *,
     on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> Starlette:
-    """The worker app for ``model`` served by ``engine`` (which the app starts and closes)."""
+    """The worker app for ``model`` served by ``engine`` (which the app starts and closes).
+
+    ``app.state.end_streams()`` ends the long-lived KV event streams; the server calls it
+    when a graceful shutdown begins, since they would otherwise hold up the drain.
+    """
     served = ServedModel(model, engine)
     admin = _Admin(served)
     routes = [
@@ -55,6 +64,12 @@ def create_app(
         Route("/detokenize", admin.detokenize, methods=["POST"]),
         *_task_routes(served),
     ]
+    kv = _KVEvents(engine) if isinstance(engine, PrefixCachingEngine) else None
+    if kv is not None:
+        routes += [
+            Route("/v1/kv/events", kv.events, methods=["GET"]),
+            Route("/v1/kv/blocks", kv.blocks, methods=["GET"]),
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -62,6 +77,8 @@ def create_app(
         try:
             yield
         finally:
+            if kv is not None:
+                kv.feed.close()
             loader.cancel()
             await asyncio.gather(loader, return_exceptions=True)
             await engine.aclose()
@@ -69,7 +86,13 @@ def create_app(
     handlers: dict[Any, Any] = dict.fromkeys(
         (APIError, HTTPException, ClientDisconnect, Exception), error_response
     )
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.end_streams = kv.feed.close if kv is not None else _nothing
+    return app
+
+
+def _nothing() -> None:
+    pass
 
 
 def _task_routes(served: ServedModel) -> list[Route]:
@@ -146,6 +169,22 @@ class _Admin:
         self._served.check_name(body.model)
         self._served.check_loaded()
         return json_response({"prompt": await self._served.engine.detokenize(body.tokens)})
+
+
+class _KVEvents:
+    """The prefix blocks an engine holds: a live SSE feed, and a snapshot for debugging."""
+
+    def __init__(self, engine: PrefixCachingEngine) -> None:
+        self._engine = engine
+        self.feed = KVEventFeed(engine.kv_events)
+
+    async def events(self, request: Request) -> Response:
+        subscription = self.feed.subscribe()
+        return EventStreamResponse(subscription.frames(), on_close=subscription.close)
+
+    async def blocks(self, request: Request) -> Response:
+        snapshot = self._engine.kv_events.snapshot().to_dict()
+        return json_response({**snapshot, "store": self._engine.prefix_stats.to_dict()})
 
 
 class _Embeddings:

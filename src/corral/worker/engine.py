@@ -5,6 +5,7 @@ vectors. Every engine owns one model and runs its calls off the event loop.
 
     Engine            lifecycle (start, aclose, loaded) and tokenization
     ├── TextEngine        generate(prompt_tokens, params) -> TokenStream    (llama.cpp)
+    │   └── PrefixCachingEngine   kv_events, prefix_stats: the prefix KV it holds
     └── EmbeddingEngine   embed(inputs) -> Embeddings                       (onnxruntime)
 
 Contract of ``generate``: it checks the request against the context and admits it
@@ -24,6 +25,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from corral.worker.kv_events import KVEventLog
+from corral.worker.prefix_store import PrefixStats
 from corral.worker.streams import TokenStream
 
 
@@ -97,6 +100,19 @@ class TextEngine(Engine, Protocol):
     def generate(self, prompt_tokens: list[int], params: SamplingParams) -> TokenStream:
         """Admit one generation (see the module docstring for what is raised when)."""
         ...
+
+
+@runtime_checkable
+class PrefixCachingEngine(TextEngine, Protocol):
+    """A text engine that keeps prefix KV beyond its last prompt and says which blocks."""
+
+    @property
+    def kv_events(self) -> KVEventLog:
+        """The blocks it holds, as KV events (thread-safe; see corral.prefix.events)."""
+        ...
+
+    @property
+    def prefix_stats(self) -> PrefixStats: ...
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import llama_cpp.llama_cpp as llama_lib
 import numpy as np
+import numpy.typing as npt
 from llama_cpp import Llama
 
 from corral.errors import InvalidRequestError
@@ -18,23 +19,36 @@ _LOAD_LOCK = threading.Lock()
 
 
 def load_llama(path: Path, *, context_length: int, threads: int) -> Llama:
-    """Load a GGUF model with llama.cpp's *extra buffer types* turned off.
+    """Load a GGUF model with llama.cpp's *extra buffer types* off and a scratch sequence.
 
     llama.cpp built with ``-march=native`` on a CPU that reports AMX repacks weights
     for AMX tiles; where the hypervisor does not actually enable AMX (this project's
     VMs) every batched decode dies with a general protection fault in
     ``ggml_backend_amx_mul_mat``. ``Llama()`` does not expose ``use_extra_bufts``,
     so the default model parameters are patched for the duration of the load only.
-    """
-    default_params = llama_lib.llama_model_default_params
 
-    def params_without_extra_buffers() -> llama_lib.llama_model_params:
-        params: llama_lib.llama_model_params = default_params()
+    The context gets two sequences in one unified KV cache (``n_seq_max=2``,
+    ``kv_unified``): llama-cpp-python runs on sequence 0, and sequence 1 lets a prefix
+    of it be copied out (see :mod:`corral.worker.seq_state`). Unified, both share the
+    one cache of ``context_length`` cells, so sequence 0 keeps the whole context.
+    """
+    model_defaults = llama_lib.llama_model_default_params
+    context_defaults = llama_lib.llama_context_default_params
+
+    def model_params() -> llama_lib.llama_model_params:
+        params: llama_lib.llama_model_params = model_defaults()
         params.use_extra_bufts = False
         return params
 
+    def context_params() -> llama_lib.llama_context_params:
+        params: llama_lib.llama_context_params = context_defaults()
+        params.n_seq_max = 2
+        params.kv_unified = True
+        return params
+
     with _LOAD_LOCK:
-        llama_lib.llama_model_default_params = params_without_extra_buffers
+        llama_lib.llama_model_default_params = model_params
+        llama_lib.llama_context_default_params = context_params
         try:
             return Llama(
                 model_path=str(path),
@@ -44,7 +58,8 @@ def load_llama(path: Path, *, context_length: int, threads: int) -> Llama:
                 verbose=False,
             )
         finally:
-            llama_lib.llama_model_default_params = default_params
+            llama_lib.llama_model_default_params = model_defaults
+            llama_lib.llama_context_default_params = context_defaults
 
 
 class LlamaVocab:
@@ -85,18 +100,22 @@ def cached_prefix(llama: Llama, prompt: Sequence[int]) -> int:
 
     Mirrors its rule: the longest common prefix with the tokens already evaluated,
     less one when the whole prompt matches (that token is replayed to get logits),
-    unless exactly the prompt and nothing more is cached.
+    unless exactly the prompt and nothing more is cached and its logits are live.
     """
     n_cached = llama.n_tokens
-    limit = min(n_cached, len(prompt))
-    if limit == 0:
-        return 0
-    previous = llama.input_ids[:limit]
-    mismatch = np.flatnonzero(previous != np.asarray(prompt[:limit], dtype=previous.dtype))
-    common = int(mismatch[0]) if mismatch.size else limit
-    if common == len(prompt) and n_cached != common:
+    common = common_prefix(llama.input_ids[:n_cached], prompt)
+    if common == len(prompt) and (n_cached != common or llama._requires_eval):
         return common - 1
     return common
+
+
+def common_prefix(tokens: npt.NDArray[np.intc], prompt: Sequence[int]) -> int:
+    """How many leading tokens ``tokens`` and ``prompt`` share."""
+    limit = min(len(tokens), len(prompt))
+    if limit == 0:
+        return 0
+    mismatch = np.flatnonzero(tokens[:limit] != np.asarray(prompt[:limit], dtype=tokens.dtype))
+    return int(mismatch[0]) if mismatch.size else limit
 
 
 def check_ids(tokens: list[int], vocab_size: int) -> list[int]:

@@ -10,8 +10,13 @@ them one sequence at a time. It drives ``Llama.generate()`` token by token, so t
 - text is detokenized incrementally (no broken UTF-8) and stop strings are held back;
 - llama-cpp-python's reuse of the longest common prefix with the previous sequence
   (``generate(reset=True)`` keeps the KV cache up to the first differing token) is
-  kept: a repeated system prompt or conversation is not evaluated again. The number
-  of reused tokens is reported as ``usage.prompt_tokens_details.cached_tokens``.
+  kept: a repeated system prompt or conversation is not evaluated again. Beyond the
+  last prompt, a RAM store keeps the KV of earlier prompts' prefixes, so users
+  interleaved on one worker do not evict each other (:mod:`corral.worker.prefix_cache`).
+  The number of reused tokens, store hits included, is reported as
+  ``usage.prompt_tokens_details.cached_tokens``;
+- the blocks of prefix KV the worker holds are published as KV events
+  (:mod:`corral.worker.kv_events`) for a router to route by.
 
 Tokenization and chat-template rendering only read the vocabulary, so they run on
 the default executor and never wait behind a generation.
@@ -28,7 +33,7 @@ from typing import Any
 import llama_cpp.llama_cpp as llama_lib
 from llama_cpp import Llama
 
-from corral.config import ModelConfig
+from corral.config import ModelConfig, PrefixConfig, PrefixStoreConfig
 from corral.errors import (
     APIError,
     ContextLengthError,
@@ -42,7 +47,10 @@ from corral.worker.chat_template import ChatTemplate
 from corral.worker.detokenize import IncrementalDetokenizer
 from corral.worker.engine import ChatPrompt, Prompt, SamplingParams
 from corral.worker.engine_thread import EngineThread
-from corral.worker.llama_model import LlamaVocab, cached_prefix, check_ids, load_llama
+from corral.worker.kv_events import KVEventLog
+from corral.worker.llama_model import LlamaVocab, check_ids, load_llama
+from corral.worker.prefix_cache import PrefixCache
+from corral.worker.prefix_store import PrefixStats
 from corral.worker.stops import StopMatcher
 from corral.worker.streams import FinishReason, TokenStream
 
@@ -111,9 +119,24 @@ class _Job:
 class LlamaCppEngine:
     """A :class:`~corral.worker.engine.TextEngine` for one GGUF model."""
 
-    def __init__(self, model: ModelConfig, *, files: ModelFiles | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelConfig,
+        *,
+        files: ModelFiles | None = None,
+        prefix: PrefixConfig | None = None,
+        store: PrefixStoreConfig | None = None,
+    ) -> None:
         self._model = model
         self._files = files
+        block_size = (prefix or PrefixConfig()).block_size
+        self._events = KVEventLog(block_size=block_size)
+        self._prefix = PrefixCache(
+            model=model.name,
+            block_size=block_size,
+            config=store or PrefixStoreConfig(),
+            events=self._events,
+        )
         self._queue: BoundedFifo[_Job] = BoundedFifo(model.queue_size)
         self._thread = EngineThread(f"llamacpp:{model.name}", load=self._load, serve=self._serve)
         self._current: _Job | None = None
@@ -132,6 +155,15 @@ class LlamaCppEngine:
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def kv_events(self) -> KVEventLog:
+        """The prefix blocks this engine holds, as events (thread-safe)."""
+        return self._events
+
+    @property
+    def prefix_stats(self) -> PrefixStats:
+        return self._prefix.stats
 
     @property
     def llama(self) -> Llama | None:
@@ -155,6 +187,7 @@ class LlamaCppEngine:
             )
             return
         if self._llama is not None:
+            self._prefix.clear()
             self._llama.close()
             self._llama = None
 
@@ -280,12 +313,22 @@ class LlamaCppEngine:
             if self._llama is not None:
                 self._llama.reset()  # type: ignore[no-untyped-call]  # KV cache vs input_ids
             job.stream.fail(APIError(f"generation failed: {exc}"))
+        else:
+            job.stream.finish(reason, count, cached)
+        self._remember(job)
+
+    def _remember(self, job: _Job) -> None:
+        """After the response: store the prompt's prefix, report the blocks held."""
+        if self._llama is None:
             return
-        job.stream.finish(reason, count, cached)
+        try:
+            self._prefix.remember(self._llama, job.prompt)
+        except Exception:
+            logger.exception("could not keep the prompt prefix on %s", self._model.name)
 
     def _generate(self, job: _Job) -> tuple[FinishReason | None, int, int]:
         llama, vocab = self._loaded()
-        cached = cached_prefix(llama, job.prompt)
+        cached = self._prefix.prepare(llama, job.prompt)
         sink = _TextSink(job.stream, vocab.piece, job.params.stop)
         reason, count = self._sample(llama, vocab, job, sink)
         sink.close()

@@ -12,7 +12,9 @@ import logging
 import socket
 from collections.abc import Callable
 
-from corral.config import ModelConfig, StackConfig
+import uvicorn
+
+from corral.config import ModelConfig, PrefixConfig, StackConfig, WorkerConfig
 from corral.errors import ConfigError
 from corral.serving import DrainingServer, server_config
 from corral.worker.app import create_app
@@ -22,21 +24,40 @@ from corral.worker.llamacpp import LlamaCppEngine
 
 logger = logging.getLogger(__name__)
 
-#: Engine kind (ModelConfig.engine) -> the engine that hosts it in this process.
-ENGINES: dict[str, Callable[[ModelConfig], Engine]] = {
-    "llamacpp": LlamaCppEngine,
-    "onnx-embed": OnnxEmbeddingEngine,
+#: Engine kind (ModelConfig.engine) -> the engine that hosts it in this process,
+#: given the model, the worker settings and the stack's prefix identity.
+ENGINES: dict[str, Callable[[ModelConfig, WorkerConfig, PrefixConfig], Engine]] = {
+    "llamacpp": lambda model, worker, prefix: LlamaCppEngine(
+        model, prefix=prefix, store=worker.prefix_store
+    ),
+    "onnx-embed": lambda model, worker, prefix: OnnxEmbeddingEngine(model),
 }
 
 
-def create_engine(model: ModelConfig) -> Engine:
+def create_engine(
+    model: ModelConfig,
+    worker: WorkerConfig | None = None,
+    prefix: PrefixConfig | None = None,
+) -> Engine:
     factory = ENGINES.get(model.engine)
     if factory is None:
         raise ConfigError(
             f"models ({model.name}).engine: '{model.engine}' does not run in a corral worker "
             f"(it runs: {', '.join(ENGINES)})"
         )
-    return factory(model)
+    return factory(model, worker or WorkerConfig(), prefix or PrefixConfig())
+
+
+class _WorkerServer(DrainingServer):
+    """Ends the app's long-lived streams (KV events) as soon as the drain begins."""
+
+    def __init__(self, config: uvicorn.Config, *, end_streams: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._end_streams = end_streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._end_streams()
+        await super().shutdown(sockets)
 
 
 def serve(
@@ -59,9 +80,10 @@ def serve(
         failures.append(exc)
         server.should_exit = True
 
-    app = create_app(model, create_engine(model), on_load_failure=on_load_failure)
+    engine = create_engine(model, stack.worker, stack.prefix)
+    app = create_app(model, engine, on_load_failure=on_load_failure)
     config = server_config(app, host=host, port=port, drain_timeout_s=stack.worker.drain_timeout_s)
-    server = DrainingServer(config)
+    server = _WorkerServer(config, end_streams=app.state.end_streams)
     logger.info("starting the worker for %s on %s:%d", model.name, host, port)
     server.run(sockets=[sock] if sock is not None else None)
     if failures:

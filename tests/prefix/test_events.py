@@ -1,0 +1,63 @@
+"""The KV event schema shared by the workers (producers) and the router (consumer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from corral.prefix.events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    EventBatch,
+    event_from_dict,
+)
+
+
+def test_a_batch_survives_json_both_ways() -> None:
+    batch = EventBatch(
+        7,
+        1718000000.25,
+        (
+            AllBlocksCleared(),
+            BlockStored((1, 2**64 - 1), None, 16),
+            BlockStored((3,), 2**64 - 1, 16, "ram"),
+            BlockRemoved((3,)),
+        ),
+    )
+    wire = orjson.loads(orjson.dumps(batch.to_dict()))
+    assert wire["events"][1] == {
+        "type": "BlockStored",
+        "block_hashes": [1, 2**64 - 1],
+        "parent_block_hash": None,
+        "block_size": 16,
+        "medium": "ram",
+    }
+    assert EventBatch.from_dict(wire) == batch
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"type": "BlockExploded"}, "unknown KV event type"),
+        ({"type": "BlockRemoved", "block_hashes": [-1]}, "unsigned 64-bit"),
+        ({"type": "BlockRemoved", "block_hashes": [2**64]}, "unsigned 64-bit"),
+        ({"type": "BlockRemoved", "block_hashes": "12"}, "list of integers"),
+        ({"type": "BlockStored", "block_hashes": [1], "block_size": "16"}, "'block_size'"),
+        ([1, 2], "must be an object"),
+    ],
+)
+def test_malformed_events_say_what_is_wrong(event: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        event_from_dict(event)
+
+
+def test_malformed_batches_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="'events' list"):
+        EventBatch.from_dict({"seq": 1, "ts": 0.0})
+    with pytest.raises(ValueError, match="'seq'"):
+        EventBatch.from_dict({"seq": True, "ts": 0.0, "events": []})
+    with pytest.raises(ValueError, match="'ts'"):
+        EventBatch.from_dict({"seq": 1, "ts": "now", "events": []})
