@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -34,9 +35,11 @@ from starlette.routing import Route
 
 from corral.config import ModelConfig
 from corral.errors import APIError, ConfigError, UnsupportedParameterError, WrongTaskError
+from corral.metrics import WorkerMetrics
 from corral.worker.completions import CompletionEndpoints
 from corral.worker.engine import EmbeddingEngine, Engine, PrefixCachingEngine, TextEngine
 from corral.worker.kv_events import KVEventFeed
+from corral.worker.metering import Meter
 from corral.worker.schemas import DetokenizeRequest, EmbeddingRequest, ModelOnly, TokenizeRequest
 from corral.worker.served import CLIENT_CLOSED, ServedModel, json_response, read_body
 from corral.worker.streaming import EventStreamResponse, unless_disconnected
@@ -48,6 +51,7 @@ def create_app(
     model: ModelConfig,
     engine: Engine,
     *,
+    metrics: WorkerMetrics | None = None,
     on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> Starlette:
     """The worker app for ``model`` served by ``engine`` (which the app starts and closes).
@@ -56,13 +60,17 @@ def create_app(
     when a graceful shutdown begins, since they would otherwise hold up the drain.
     """
     served = ServedModel(model, engine)
+    metrics = metrics or WorkerMetrics(CollectorRegistry(), model=model.name)
+    meter = Meter(metrics, engine, queue_size=model.queue_size)
+    served.on_loaded = metrics.model_load.set
     admin = _Admin(served)
     routes = [
         Route("/health", admin.health, methods=["GET"]),
+        Route("/metrics", _metrics_endpoint(metrics.registry), methods=["GET"]),
         Route("/v1/models", admin.models, methods=["GET"]),
         Route("/tokenize", admin.tokenize, methods=["POST"]),
         Route("/detokenize", admin.detokenize, methods=["POST"]),
-        *_task_routes(served),
+        *_task_routes(served, meter),
     ]
     kv = _KVEvents(engine) if isinstance(engine, PrefixCachingEngine) else None
     if kv is not None:
@@ -95,7 +103,14 @@ def _nothing() -> None:
     pass
 
 
-def _task_routes(served: ServedModel) -> list[Route]:
+def _metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
+    async def scrape(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return scrape
+
+
+def _task_routes(served: ServedModel, meter: Meter) -> list[Route]:
     """Every endpoint exists on every worker; those the task cannot answer say so (400)."""
     engine = served.engine
     embed = chat = text = _refuse(served)
@@ -108,7 +123,7 @@ def _task_routes(served: ServedModel) -> list[Route]:
     else:
         if not isinstance(engine, TextEngine):
             raise ConfigError(f"model '{served.name}' generates text but its engine cannot")
-        completions = CompletionEndpoints(served, engine)
+        completions = CompletionEndpoints(served, engine, meter)
         chat, text = completions.chat, completions.text
     return [
         Route("/v1/chat/completions", chat, methods=["POST"]),

@@ -9,15 +9,17 @@ error frame and the stream ends.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from corral.errors import APIError, ContextLengthError
+from corral.errors import APIError, ContextLengthError, OverloadedError
 from corral.protocol import sse
 from corral.worker.chunks import Head, Kind, chunk, completion, role_chunk, usage_chunk
 from corral.worker.engine import TextEngine
+from corral.worker.metering import Meter, MeteredStream
 from corral.worker.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from corral.worker.served import CLIENT_CLOSED, ServedModel, json_response, read_body
 from corral.worker.streaming import EventStreamResponse, unless_disconnected
@@ -29,9 +31,10 @@ logger = logging.getLogger(__name__)
 class CompletionEndpoints:
     """The two generation endpoints of one served text model."""
 
-    def __init__(self, served: ServedModel, engine: TextEngine) -> None:
+    def __init__(self, served: ServedModel, engine: TextEngine, meter: Meter) -> None:
         self._served = served
         self._engine = engine
+        self._meter = meter
 
     async def chat(self, request: Request) -> Response:
         body = await read_body(request, ChatCompletionRequest)
@@ -54,7 +57,13 @@ class CompletionEndpoints:
     async def _respond(
         self, request: Request, body: SamplingRequest, prompt_tokens: list[int], kind: Kind
     ) -> Response:
-        stream = self._engine.generate(prompt_tokens, body.sampling_params())
+        started_s = time.perf_counter()
+        try:
+            raw = self._engine.generate(prompt_tokens, body.sampling_params())
+        except OverloadedError:
+            self._meter.rejected()
+            raise
+        stream = self._meter.wrap(raw, started_s)
         head = Head.new(self._served.name, kind)
         if body.stream:
             frames = _frames(stream, head, include_usage=body.include_usage)
@@ -65,7 +74,7 @@ class CompletionEndpoints:
         return json_response(completion(head, text, stream.finish_reason, stream.usage))
 
 
-async def _collect(stream: TokenStream) -> str:
+async def _collect(stream: TokenStream | MeteredStream) -> str:
     try:
         return "".join([text async for text in stream])
     finally:
@@ -73,7 +82,7 @@ async def _collect(stream: TokenStream) -> str:
 
 
 async def _frames(
-    stream: TokenStream, head: Head, *, include_usage: bool
+    stream: TokenStream | MeteredStream, head: Head, *, include_usage: bool
 ) -> AsyncGenerator[bytes, None]:
     # The role chunk goes out with the first token, not before the prefill: clients and
     # benchmarks (vLLM's among them) take the first chunk with choices as the first token.

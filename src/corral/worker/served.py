@@ -50,6 +50,8 @@ class ServedModel:
         self.engine = engine
         self.load_error: BaseException | None = None
         self.created = int(time.time())
+        #: Called with the load time in seconds once the engine is ready.
+        self.on_loaded: Callable[[float], None] | None = None
 
     @property
     def name(self) -> str:
@@ -66,7 +68,10 @@ class ServedModel:
             if on_failure is not None:
                 on_failure(exc)
             return
-        logger.info("model %s ready in %.2f s", self.name, time.monotonic() - started)
+        load_s = time.monotonic() - started
+        logger.info("model %s ready in %.2f s", self.name, load_s)
+        if self.on_loaded is not None:
+            self.on_loaded(load_s)
 
     def check_name(self, model: str | None) -> None:
         if model is not None and model not in self.config.served_names:

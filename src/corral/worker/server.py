@@ -13,9 +13,11 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from corral.config import ModelConfig, PrefixConfig, StackConfig, WorkerConfig
 from corral.errors import ConfigError
+from corral.metrics import WorkerMetrics
 from corral.serving import DrainingServer, server_config
 from corral.worker.app import create_app
 from corral.worker.embeddings import OnnxEmbeddingEngine
@@ -81,7 +83,8 @@ def serve(
         server.should_exit = True
 
     engine = create_engine(model, stack.worker, stack.prefix)
-    app = create_app(model, engine, on_load_failure=on_load_failure)
+    metrics = WorkerMetrics(CollectorRegistry(), model=model.name)
+    app = create_app(model, engine, metrics=metrics, on_load_failure=on_load_failure)
     config = server_config(app, host=host, port=port, drain_timeout_s=stack.worker.drain_timeout_s)
     server = _WorkerServer(config, end_streams=app.state.end_streams)
     logger.info("starting the worker for %s on %s:%d", model.name, host, port)
