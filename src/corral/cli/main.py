@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from corral import __version__
-from corral.cli import bench, models, plan, router, up, worker
+from corral.cli import bench, models, observability, plan, router, top, up, worker
 
 app = typer.Typer(
     name="corral",
@@ -38,6 +38,8 @@ app.command("worker")(worker.worker)
 app.command("router")(router.router)
 app.command("models")(models.models)
 app.command("plan")(plan.plan)
+app.command("top")(top.top)
+app.command("observability")(observability.observability)
 app.add_typer(bench.app, name="bench")
 
 

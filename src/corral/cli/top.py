@@ -17,7 +17,7 @@ from corral.observability.top import Samples, model_rows, parse_samples, render_
 
 def _scrape(url: str) -> Samples:
     try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
             return parse_samples(response.read().decode("utf-8"))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         fail(f"--url: cannot read {url}/metrics: {exc}")
