@@ -44,14 +44,27 @@ def canned_stream(tokens: int) -> list[bytes]:
         return b"%x\r\n%s\r\n" % (len(data), data)
 
     events = [
-        {"id": "x", "object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": {"content": f" t{i}"}, "finish_reason": "length" if i == tokens - 1 else None}
-        ]}
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": f" t{i}"},
+                    "finish_reason": "length" if i == tokens - 1 else None,
+                }
+            ],
+        }
         for i in range(tokens)
     ]
-    events.append({"id": "x", "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": tokens}})
+    events.append(
+        {"id": "x", "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": tokens}}
+    )
     pieces = [chunk(b"data: " + orjson.dumps(e) + b"\n\n") for e in events]
-    pieces[0] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" + pieces[0]
+    pieces[0] = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + pieces[0]
+    )
     pieces[-1] += chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
     return pieces
 
@@ -105,7 +118,9 @@ class InstantEngine(asyncio.Protocol):
 async def serve(tokens: int, spaced: bool) -> None:
     loop = asyncio.get_running_loop()
     pieces = canned_stream(tokens)
-    server = await loop.create_server(lambda: InstantEngine(pieces, spaced), "127.0.0.1", 0, backlog=4096)
+    server = await loop.create_server(
+        lambda: InstantEngine(pieces, spaced), "127.0.0.1", 0, backlog=4096
+    )
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     await server.serve_forever()
 
@@ -127,14 +142,37 @@ def start_engine(tokens: int, mode: str) -> tuple[subprocess.Popen[str], int]:
     return engine, int(line.split()[1])
 
 
-def run_bench(port: int, mode: str, concurrency: int, num_prompts: int, out_dir: Path) -> dict[str, object]:
+def run_bench(
+    port: int, mode: str, concurrency: int, num_prompts: int, out_dir: Path
+) -> dict[str, object]:
     name = f"{mode}-c{concurrency}"
     command = [
-        sys.executable, "-m", "corral", "bench", "--model", "instant",
-        "--base-url", f"http://127.0.0.1:{port}", "--tokenize", "approx",
-        "--num-prompts", str(num_prompts), "--input-len", "32", "--output-len", "16",
-        "--max-concurrency", str(concurrency), "--warmup", "100", "--no-progress", "--no-plots",
-        "--result-dir", str(out_dir), "--name", name,
+        sys.executable,
+        "-m",
+        "corral",
+        "bench",
+        "--model",
+        "instant",
+        "--base-url",
+        f"http://127.0.0.1:{port}",
+        "--tokenize",
+        "approx",
+        "--num-prompts",
+        str(num_prompts),
+        "--input-len",
+        "32",
+        "--output-len",
+        "16",
+        "--max-concurrency",
+        str(concurrency),
+        "--warmup",
+        "100",
+        "--no-progress",
+        "--no-plots",
+        "--result-dir",
+        str(out_dir),
+        "--name",
+        name,
     ]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -158,12 +196,16 @@ def run_bench(port: int, mode: str, concurrency: int, num_prompts: int, out_dir:
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    print(f"{'writes':>9} {'concurrency':>11} {'requests':>9} {'failed':>6} {'seconds':>8} {'req/s':>9} "
-          f"{'tok/s':>9} {'TTFT ms':>8} {'p99 E2EL':>9}")
+    print(
+        f"{'writes':>9} {'concurrency':>11} {'requests':>9} {'failed':>6} {'seconds':>8} {'req/s':>9} "
+        f"{'tok/s':>9} {'TTFT ms':>8} {'p99 E2EL':>9}"
+    )
     for r in rows:
-        print(f"{r['engine_writes']:>9} {r['max_concurrency']:>11} {r['completed']:>9} {r['failed']:>6} {r['duration_s']:>8.2f} "
-              f"{r['request_throughput']:>9.0f} {r['output_throughput']:>9.0f} {r['mean_ttft_ms']:>8.2f} "
-              f"{r['p99_e2el_ms']:>9.2f}")
+        print(
+            f"{r['engine_writes']:>9} {r['max_concurrency']:>11} {r['completed']:>9} {r['failed']:>6} {r['duration_s']:>8.2f} "
+            f"{r['request_throughput']:>9.0f} {r['output_throughput']:>9.0f} {r['mean_ttft_ms']:>8.2f} "
+            f"{r['p99_e2el_ms']:>9.2f}"
+        )
 
 
 def main() -> None:
@@ -172,8 +214,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16, help="chunks per streamed answer")
     parser.add_argument("--num-prompts", type=int, default=10_000)
     parser.add_argument("--concurrency", default="16,64,256,512")
-    parser.add_argument("--write", choices=("whole", "spaced", "both"), default="both",
-                        help="how the engine writes each answer")
+    parser.add_argument(
+        "--write",
+        choices=("whole", "spaced", "both"),
+        default="both",
+        help="how the engine writes each answer",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out" / "client_throughput.json")
     args = parser.parse_args()
     if args.serve:
@@ -193,23 +239,37 @@ def main() -> None:
             engine.kill()
             engine.wait()
     print_table(rows)
-    best = {m: max(float(r["request_throughput"]) for r in rows if r["engine_writes"] == m) for m in modes}  # type: ignore[arg-type]
+    best = {
+        m: max(float(r["request_throughput"]) for r in rows if r["engine_writes"] == m)
+        for m in modes
+    }  # type: ignore[arg-type]
     worst_mode = min(best, key=lambda m: best[m])
     verdict = "PASS" if best[worst_mode] >= TARGET_RPS else "FAIL"
     for mode, rps in best.items():
         print(f"best with {mode} writes: {rps:.0f} streamed requests/s, {args.tokens} chunks each")
-    print(f"{verdict}: target {TARGET_RPS:.0f} requests/s in every write mode; {os.cpu_count()} CPUs "
-          "shared by the engine and the client")
+    print(
+        f"{verdict}: target {TARGET_RPS:.0f} requests/s in every write mode; {os.cpu_count()} CPUs "
+        "shared by the engine and the client"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "tokens_per_request": args.tokens,
-        "target_request_throughput": TARGET_RPS,
-        "best_request_throughput": best,
-        "passed": verdict == "PASS",
-        "runs": rows,
-    }, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "tokens_per_request": args.tokens,
+                "target_request_throughput": TARGET_RPS,
+                "best_request_throughput": best,
+                "passed": verdict == "PASS",
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

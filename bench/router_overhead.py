@@ -1,13 +1,22 @@
-"""Router overhead: request latency through the router vs straight to the engine.
+"""Router overhead: request latency through the router vs straight to the engine, or
+through a routing policy vs round-robin.
 
-Starts a fake engine (instant: no model time) and the router as separate processes on
+Starts fake engines (instant: no model time) and the router as separate processes on
 127.0.0.1, then drives open-loop load (constant or Poisson arrivals) at each rate, for
-non-streaming and streaming chat requests, alternating short blocks of "direct" and
-"via router" so background noise hits both alike. Latency is measured from the moment a
-request is sent to its last byte; the lag of each send behind its schedule is kept too,
-to show the load generator kept up. Prints a table and writes bench/out/router_overhead.json.
+non-streaming and streaming chat requests, alternating short blocks of each target so
+background noise hits all alike. Latency is measured from the moment a request is sent to
+its last byte; the lag of each send behind its schedule is kept too, to show the load
+generator kept up. The router process's CPU time per request is measured per target
+(/proc), which bounds the rate one core can route. Prints a table and writes JSON.
 
     .venv/bin/python bench/router_overhead.py [--rates 100 500] [--duration-s 6] [--poisson]
+
+With ``--policy P`` the router serves two model names over the same engines -- one routed
+round-robin, one by ``P`` -- and the table shows what ``P`` adds over round-robin, with
+prompts of ``--prompt-chars`` from ``--workload`` (bench/prefix_workload.py). For ``kv``
+the fake engines announce, as KV events, the blocks of the conversations they hold.
+
+    .venv/bin/python bench/router_overhead.py --policy kv --prompt-chars 8000 --rates 500 1000 1500
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ from pathlib import Path
 import aiohttp
 import orjson
 import uvloop
+from prefix_workload import Workload, held_blocks
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "out" / "router_overhead.json"
+OUT_DIR = REPO / "bench" / "out"
 MODEL = "bench-model"
+SOURCE = "smollm2-135m-instruct"  # the tokenizer of the models behind the fake engines
 SERVE_ROUTER = (
     "import sys; from corral.config import load_stack; from corral.router import serve; "
     "serve(load_stack(sys.argv[1]), port=int(sys.argv[2]))"
@@ -46,6 +57,40 @@ class Samples:
     first_byte_s: list[float] = field(default_factory=list)
     lag_s: list[float] = field(default_factory=list)
     errors: int = 0
+    router_cpu_s: float = 0.0
+    loop_cpu_s: float = 0.0
+    sent: int = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one kind of request goes: a URL, and the model name it asks for."""
+
+    name: str
+    url: str
+    model: str
+
+
+class RouterCPU:
+    """CPU seconds (user + system) the router process has used so far: all its threads,
+    and its main thread alone (the event loop; tokenizing runs on another thread)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self._paths = (
+            None
+            if pid is None
+            else (Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/task/{pid}/stat"))
+        )
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> tuple[float, float]:
+        if self._paths is None:
+            return 0.0, 0.0
+        return self._read(self._paths[0]), self._read(self._paths[1])
+
+    def _read(self, path: Path) -> float:
+        fields = path.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * self._tick_s
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,7 +104,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def summary(samples: Samples) -> dict[str, float | int]:
     ms = 1000.0
+    sent = samples.sent or float("nan")
     return {
+        "router_cpu_us_per_request": samples.router_cpu_s / sent * 1e6,
+        "router_loop_cpu_us_per_request": samples.loop_cpu_s / sent * 1e6,
         "requests": len(samples.latency_s),
         "errors": samples.errors,
         "p50_ms": percentile(samples.latency_s, 50) * ms,
@@ -110,83 +158,120 @@ class Load:
     rng: random.Random
 
 
+@dataclass(frozen=True)
+class Requests:
+    """The bodies to send: one workload, streamed or not."""
+
+    workload: Workload
+    stream: bool
+    max_tokens: int
+
+    def body(self, model: str) -> bytes:
+        return orjson.dumps(
+            self.workload.body(model, stream=self.stream, max_tokens=self.max_tokens)
+        )
+
+
 async def drive(
-    http: aiohttp.ClientSession, url: str, body: bytes, load: Load, seconds: float, samples: Samples
+    http: aiohttp.ClientSession,
+    target: Target,
+    requests: Requests,
+    load: Load,
+    seconds: float,
+    samples: Samples,
+    cpu: RouterCPU,
 ) -> None:
     """Open loop: each request leaves at its scheduled time, whether or not others finished."""
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.01
     tasks = []
+    cpu_before = cpu.seconds()
     for offset in arrivals(load.rate_rps, int(load.rate_rps * seconds), load.poisson, load.rng):
+        body = requests.body(target.model)
         delay = start + offset - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         lag = max(0.0, loop.time() - (start + offset))
-        tasks.append(asyncio.create_task(one_request(http, url, body, lag, samples)))
+        tasks.append(asyncio.create_task(one_request(http, target.url, body, lag, samples)))
     await asyncio.gather(*tasks)
+    cpu_after = cpu.seconds()
+    samples.router_cpu_s += cpu_after[0] - cpu_before[0]
+    samples.loop_cpu_s += cpu_after[1] - cpu_before[1]
+    samples.sent += len(tasks)
 
 
 async def compare(
     http: aiohttp.ClientSession,
-    urls: dict[str, str],
-    body: bytes,
+    targets: list[Target],
+    requests: Requests,
     load: Load,
     args: argparse.Namespace,
+    cpu: RouterCPU,
 ) -> dict[str, Samples]:
-    """Alternate blocks of direct and routed load so that drift in background noise hits both."""
-    for url in urls.values():  # warm up connections and code paths
-        await drive(http, url, body, load, 1.0, Samples())
-    results = {target: Samples() for target in urls}
+    """Alternate blocks of each target so that drift in background noise hits all alike."""
+    for target in targets:  # warm up connections, code paths and caches
+        await drive(http, target, requests, load, args.warmup_s, Samples(), cpu)
+    results = {target.name: Samples() for target in targets}
     for _ in range(args.blocks):
-        for target, url in urls.items():
-            await drive(http, url, body, load, args.duration_s / args.blocks, results[target])
+        for target in targets:
+            seconds = args.duration_s / args.blocks
+            await drive(http, target, requests, load, seconds, results[target.name], cpu)
     return results
 
 
-async def measure(direct: str, router: str, args: argparse.Namespace) -> list[dict[str, object]]:
-    path = "/v1/chat/completions"
-    urls = {"direct": direct + path, "router": router + path}
+async def measure(
+    targets: list[Target], args: argparse.Namespace, cpu: RouterCPU
+) -> list[dict[str, object]]:
     rng = random.Random(args.seed)
+    workload = Workload(
+        args.workload, prompt_chars=args.prompt_chars, sessions=args.sessions, seed=args.seed
+    )
     rows: list[dict[str, object]] = []
+    baseline, others = targets[0], targets[1:]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        for stream in (False, True):
-            request = {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": "hello"}],
-                "max_tokens": args.tokens,
-                "stream": stream,
-            }
+        for stream in args.modes:
+            requests = Requests(workload, stream, args.tokens)
             for rate in args.rates:
                 results = await compare(
-                    http, urls, orjson.dumps(request), Load(rate, args.poisson, rng), args
+                    http, targets, requests, Load(rate, args.poisson, rng), args, cpu
                 )
-                direct_stats, router_stats = summary(results["direct"]), summary(results["router"])
-                row: dict[str, object] = {"stream": stream, "rate_rps": rate}
-                row.update(direct=direct_stats, router=router_stats)
-                for stat in ("p50_ms", "p99_ms"):
-                    row[f"added_{stat}"] = router_stats[stat] - direct_stats[stat]
-                rows.append(row)
-                print_row(row)
+                for target in others:
+                    base_stats, stats = (
+                        summary(results[baseline.name]),
+                        summary(results[target.name]),
+                    )
+                    row: dict[str, object] = {"stream": stream, "rate_rps": rate}
+                    row.update(baseline=baseline.name, target=target.name)
+                    row.update({baseline.name: base_stats, target.name: stats})
+                    for stat in ("p50_ms", "p99_ms"):
+                        row[f"added_{stat}"] = stats[stat] - base_stats[stat]
+                    rows.append(row)
+                    print_row(row)
     return rows
 
 
-def print_header() -> None:
-    columns = "direct p50     p99 | router p50     p99 | added p50     p99 | errors lag p99"
-    print(f"{'mode':<10} {'rate':>5} | {columns}")
-    print("-" * 100)
+def print_header(baseline: str, target: str) -> None:
+    columns = (
+        f"{baseline[:11]:>11} p50     p99 | {target[:11]:>11} p50     p99 | added p50     p99 | "
+        "errors lag p99 | router CPU us/req: all, loop"
+    )
+    print(f"{'mode':<6} {'rate':>5} | {columns}")
+    print("-" * 130)
 
 
 def print_row(row: dict[str, object]) -> None:
-    direct, router = row["direct"], row["router"]
-    assert isinstance(direct, dict) and isinstance(router, dict)
+    base, target = row[str(row["baseline"])], row[str(row["target"])]
+    assert isinstance(base, dict) and isinstance(target, dict)
     mode = "stream" if row["stream"] else "json"
-    errors = direct["errors"] + router["errors"]
-    lag = max(direct["send_lag_p99_ms"], router["send_lag_p99_ms"])
+    errors = base["errors"] + target["errors"]
+    lag = max(base["send_lag_p99_ms"], target["send_lag_p99_ms"])
     print(
-        f"{mode:<10} {row['rate_rps']:>5g} | {direct['p50_ms']:>8.3f}ms {direct['p99_ms']:>5.2f}ms | "
-        f"{router['p50_ms']:>8.3f}ms {router['p99_ms']:>5.2f}ms | "
-        f"{router['p50_ms'] - direct['p50_ms']:>7.3f}ms {router['p99_ms'] - direct['p99_ms']:>5.2f}ms | "
-        f"{errors:>6} {lag:>5.2f}ms",
+        f"{mode:<6} {row['rate_rps']:>5g} | {base['p50_ms']:>12.3f}ms {base['p99_ms']:>6.2f}ms | "
+        f"{target['p50_ms']:>12.3f}ms {target['p99_ms']:>6.2f}ms | "
+        f"{target['p50_ms'] - base['p50_ms']:>7.3f}ms {target['p99_ms'] - base['p99_ms']:>5.2f}ms | "
+        f"{errors:>6} {lag:>5.2f}ms | "
+        f"{base['router_cpu_us_per_request']:>5.0f} -> {target['router_cpu_us_per_request']:>5.0f}, "
+        f"{base['router_loop_cpu_us_per_request']:>5.0f} -> {target['router_loop_cpu_us_per_request']:>5.0f}",
         flush=True,
     )
 
@@ -197,39 +282,84 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stack_file(args: argparse.Namespace, engines: list[str]) -> dict[str, object]:
+    """Without a policy: one model behind the default policy. With one: the same engines
+    under two names, one routed round-robin and one by the policy."""
+    if args.policy is None:
+        model = {"name": MODEL, "task": "chat", "engine": "vllm", "source": "fake", "replicas": 0}
+        return {"models": [{**model, "endpoints": engines}]}
+    model = {
+        "task": "chat",
+        "engine": "llamacpp",
+        "source": SOURCE,
+        "replicas": 0,
+        "endpoints": engines,
+    }
+    routing = {"policy": args.policy, "models": {"bench-round_robin": "round_robin"}}
+    return {
+        "router": {"routing": routing},
+        "models": [
+            {**model, "name": "bench-round_robin"},
+            {**model, "name": f"bench-{args.policy}"},
+        ],
+    }
+
+
 @contextlib.contextmanager
-def processes(tokens: int) -> Iterator[tuple[str, str]]:
-    """The fake engine and the router, each in its own process; yields their base URLs."""
+def processes(args: argparse.Namespace) -> Iterator[tuple[list[str], str, int]]:
+    """The fake engines and the router, each in its own process; yields the engines' base
+    URLs, the router's, and the router's pid."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-m", "tests.fakes.engine", "--instant", "--tokens", str(tokens)]
-    engine = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
-    router: subprocess.Popen[bytes] | None = None
-    try:
-        assert engine.stdout is not None
-        direct = "http://127.0.0.1:" + engine.stdout.readline().split()[1]
-        with tempfile.TemporaryDirectory() as tmp:
+    started: list[subprocess.Popen[str] | subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            engines = []
+            for number, blocks in enumerate(kv_snapshots(args)):
+                command = [
+                    sys.executable,
+                    "-m",
+                    "tests.fakes.engine",
+                    "--instant",
+                    "--tokens",
+                    str(args.tokens),
+                ]
+                if blocks is not None:
+                    held = Path(tmp) / f"blocks-{number}.json"
+                    held.write_bytes(orjson.dumps(blocks))
+                    command += ["--kv-blocks", str(held)]
+                engine = subprocess.Popen(
+                    command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+                )
+                started.append(engine)
+                assert engine.stdout is not None
+                engines.append("http://127.0.0.1:" + engine.stdout.readline().split()[1])
             stack = Path(tmp) / "stack.yaml"
-            model = {
-                "name": MODEL,
-                "task": "chat",
-                "engine": "vllm",
-                "source": "fake",
-                "replicas": 0,
-                "endpoints": [direct],
-            }
-            stack.write_text(json.dumps({"models": [model]}))
+            stack.write_text(json.dumps(stack_file(args, engines)))
             port = free_port()
             router = subprocess.Popen(
                 [sys.executable, "-c", SERVE_ROUTER, str(stack), str(port)], cwd=REPO, env=env
             )
+            started.append(router)
             routed = f"http://127.0.0.1:{port}"
             asyncio.run(wait_ready(routed))
-            yield direct, routed
-    finally:
-        for process in (router, engine):
-            if process is not None:
+            yield engines, routed, router.pid
+        finally:
+            for process in reversed(started):
                 process.terminate()
                 process.wait(10)
+
+
+def kv_snapshots(args: argparse.Namespace) -> list[list[int] | None]:
+    """Per engine, the blocks it announces (kv only), as the workload's sessions are spread."""
+    if args.policy != "kv" or args.workload == "hello":
+        return [None] * args.engines
+    workload = Workload(
+        args.workload, prompt_chars=args.prompt_chars, sessions=args.sessions, seed=args.seed
+    )
+    held = held_blocks(
+        workload, source=SOURCE, model="bench-kv", block_size=16, engines=args.engines
+    )
+    return list(held)
 
 
 async def wait_ready(url: str) -> None:
@@ -255,12 +385,52 @@ def main() -> None:
         "--poisson", action="store_true", help="Poisson arrivals (default: constant)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="per rate, mode and target")
+    parser.add_argument(
+        "--policy",
+        choices=["round_robin", "least_loaded", "session", "prefix", "kv"],
+        help="compare this policy with round_robin through the router (default: router vs direct)",
+    )
+    parser.add_argument("--prompt-chars", type=int, default=8000, help="with --policy")
+    parser.add_argument(
+        "--workload",
+        choices=["conversation", "unique", "hello"],
+        default="conversation",
+        help="with --policy (without: a one-word prompt)",
+    )
+    parser.add_argument("--sessions", type=int, default=64, help="conversations (workload)")
+    parser.add_argument("--engines", type=int, help="fake engines (default 1, or 2 with --policy)")
+    parser.add_argument(
+        "--modes", choices=["json", "stream"], nargs="+", default=["json", "stream"]
+    )
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    args.modes = [mode == "stream" for mode in args.modes]
+    if args.policy is None:
+        args.workload = "hello"
+    args.engines = args.engines or (1 if args.policy is None else 2)
+    if args.out is None:
+        name = (
+            "router_overhead"
+            if args.policy is None
+            else f"router_overhead_{args.policy}_{args.workload}"
+        )
+        args.out = OUT_DIR / f"{name}.json"
     load_before = os.getloadavg()
-    with processes(args.tokens) as (direct, router):
-        print_header()
-        rows = uvloop.run(measure(direct, router, args))
+    with processes(args) as (engines, router, pid):
+        path = "/v1/chat/completions"
+        if args.policy is None:
+            targets = [
+                Target("direct", engines[0] + path, MODEL),
+                Target("router", router + path, MODEL),
+            ]
+        else:
+            targets = [
+                Target("round_robin", router + path, "bench-round_robin"),
+                Target(args.policy, router + path, f"bench-{args.policy}"),
+            ]
+        print_header(targets[0].name, targets[1].name)
+        rows = uvloop.run(measure(targets, args, RouterCPU(pid)))
     report = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "cpus": os.cpu_count(),

@@ -4,6 +4,8 @@
     engine.fail_next(503)            # next request: 503 before any byte
     engine.drop_next(after_chunks=3) # next request: connection dropped after 3 body chunks
     engine.behaviour.healthy = False # /health answers 503
+    engine.behaviour.cached_tokens = 32  # usage.prompt_tokens_details.cached_tokens
+    FakeEngine("w1", kv=FakeKVEvents())  # GET /v1/kv/events (see tests.fakes.kv_events)
 
 Serve it on 127.0.0.1 (``tests.fakes.server.serve_app``, or ``python -m tests.fakes.engine``)
 or call it in memory through ``ASGITransport``. Each inference request leaves a
@@ -24,11 +26,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
 from tests.fakes import openai_payloads as payloads
+from tests.fakes.kv_events import FakeKVEvents
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -53,6 +57,7 @@ class Behaviour:
     tokens: int = 8  # when the request gives no max_tokens
     healthy: bool = True
     embedding_dims: int = 8
+    cached_tokens: int | None = None  # reported in usage when set (or learned: FakeKVEvents)
 
     @classmethod
     def instant(cls) -> Behaviour:
@@ -105,8 +110,10 @@ class FakeEngine:
         models: tuple[str, ...] = ("fake-model",),
         record: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        kv: FakeKVEvents | None = None,
     ) -> None:
         self.name = name
+        self.kv = kv
         self.behaviour = behaviour or Behaviour()
         self.models = models
         self.record = record
@@ -142,6 +149,8 @@ class FakeEngine:
             await _send_json(send, 200, {"object": "list", "data": data})
         elif path in _KINDS and scope["method"] == "POST":
             await self._infer(scope, receive, send, _KINDS[path])
+        elif path == "/v1/kv/events" and self.kv is not None:
+            await self.kv.serve(receive, send)
         else:
             await _send_json(send, 404, _error(f"no route {path}", "not_found_error", 404))
 
@@ -187,6 +196,10 @@ class FakeEngine:
     def next_ident(self) -> tuple[str, str]:
         number = next(self._numbers)
         return f"cmpl-{self.name}-{number}", f"{self.name}#{number}"
+
+    def cached_tokens(self, request: dict[str, Any]) -> int | None:
+        learned = self.kv.learn(request) if self.kv is not None else None
+        return learned if learned is not None else self.behaviour.cached_tokens
 
 
 class _Exchange:
@@ -242,7 +255,12 @@ class _Exchange:
             await asyncio.sleep(delay)
         ident, tag = self._engine.next_ident()
         body = payloads.completion_body(
-            kind, ident, int(time.time()), request, payloads.pieces(tag, count)
+            kind,
+            ident,
+            int(time.time()),
+            request,
+            payloads.pieces(tag, count),
+            self._engine.cached_tokens(request),
         )
         data = orjson.dumps(body)
         await self._start(_json_headers(data))
@@ -253,6 +271,7 @@ class _Exchange:
         count = _token_count(request, behaviour)
         ident, tag = self._engine.next_ident()
         created, model = int(time.time()), request.get("model", "")
+        cached = self._engine.cached_tokens(request)
         await self._start(_SSE)
         if behaviour.ttft_s:
             await asyncio.sleep(behaviour.ttft_s)
@@ -269,7 +288,8 @@ class _Exchange:
         await self._emit(_frame(payloads.stream_chunk(kind, ident, created, model, None, "length")))
         options = request.get("stream_options") or {}
         if options.get("include_usage"):
-            await self._emit(_frame(payloads.usage_chunk(kind, ident, created, request, count)))
+            usage = payloads.usage_chunk(kind, ident, created, request, count, cached)
+            await self._emit(_frame(usage))
         await self._emit(b"data: [DONE]\n\n", more=False)
 
 
@@ -351,6 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--instant", action="store_true", help="no delays (overrides the two above)"
     )
+    parser.add_argument(
+        "--kv-blocks",
+        type=Path,
+        help="a JSON list of block hashes to hold: serve them on GET /v1/kv/events",
+    )
     args = parser.parse_args(argv)
     behaviour = Behaviour.instant() if args.instant else Behaviour(args.ttft_s, args.itl_s)
     behaviour.tokens = args.tokens
@@ -358,7 +383,11 @@ def main(argv: list[str] | None = None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     print(f"PORT {sock.getsockname()[1]}", flush=True)
-    app = FakeEngine(args.name, behaviour=behaviour, record=False)
+    kv = None
+    if args.kv_blocks is not None:
+        kv = FakeKVEvents(keepalive_s=15.0)
+        kv.held = dict.fromkeys(orjson.loads(args.kv_blocks.read_bytes()))
+    app = FakeEngine(args.name, behaviour=behaviour, record=False, kv=kv)
     config = uvicorn.Config(
         app, loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning"
     )

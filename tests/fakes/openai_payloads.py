@@ -26,17 +26,26 @@ def prompt_tokens(request: dict[str, Any]) -> int:
     return max(1, len(str(text).split()))
 
 
-def usage(request: dict[str, Any], completion: int) -> dict[str, int]:
+def usage(request: dict[str, Any], completion: int, cached: int | None = None) -> dict[str, Any]:
+    """OpenAI's usage; ``cached`` prompt tokens (reused from a KV cache) when given."""
     prompt = prompt_tokens(request)
-    return {
+    counts: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if cached is not None:
+        counts["prompt_tokens_details"] = {"cached_tokens": cached}
+    return counts
 
 
 def completion_body(
-    kind: Kind, ident: str, created: int, request: dict[str, Any], parts: list[str]
+    kind: Kind,
+    ident: str,
+    created: int,
+    request: dict[str, Any],
+    parts: list[str],
+    cached: int | None = None,
 ) -> dict[str, Any]:
     text = "".join(parts)
     if kind == "chat":
@@ -52,7 +61,7 @@ def completion_body(
         "created": created,
         "model": request.get("model", ""),
         "choices": [choice],
-        "usage": usage(request, len(parts)),
+        "usage": usage(request, len(parts), cached),
     }
 
 
@@ -80,7 +89,12 @@ def stream_chunk(
 
 
 def usage_chunk(
-    kind: Kind, ident: str, created: int, request: dict[str, Any], completion: int
+    kind: Kind,
+    ident: str,
+    created: int,
+    request: dict[str, Any],
+    completion: int,
+    cached: int | None = None,
 ) -> dict[str, Any]:
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
     return {
@@ -89,7 +103,7 @@ def usage_chunk(
         "created": created,
         "model": request.get("model", ""),
         "choices": [],
-        "usage": usage(request, completion),
+        "usage": usage(request, completion, cached),
     }
 
 

@@ -21,13 +21,17 @@ def test_chain_depends_on_the_whole_prefix():
 
 def test_seed_separates_models():
     tokens = list(range(32))
-    assert block_hashes(tokens, block_size=16, seed="a") != block_hashes(tokens, block_size=16, seed="b")
+    assert block_hashes(tokens, block_size=16, seed="a") != block_hashes(
+        tokens, block_size=16, seed="b"
+    )
     assert root_hash("a") != root_hash("b")
 
 
 def test_stable_across_processes():
     code = "from corral.prefix.hashing import block_hashes; print(block_hashes(list(range(64)), block_size=16, seed='smollm2'))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert other.strip() == str(block_hashes(list(range(64)), block_size=16, seed="smollm2"))
 
 
@@ -41,4 +45,6 @@ def test_text_blocks():
     hashes = text_block_hashes("abcdefgh" * 4, block_chars=8, seed="m")
     assert len(hashes) == 4 and len(set(hashes)) == 4  # equal chunks, different parents
     assert text_block_hashes("abcdefgh" * 4 + "xyz", block_chars=8, seed="m") == hashes
-    assert text_block_hashes("é" * 10, block_chars=4, seed="m") == text_block_hashes("é" * 8, block_chars=4, seed="m")
+    assert text_block_hashes("é" * 10, block_chars=4, seed="m") == text_block_hashes(
+        "é" * 8, block_chars=4, seed="m"
+    )

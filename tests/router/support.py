@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -110,3 +111,15 @@ async def serving_router(stack: StackConfig, seed: int = 0) -> AsyncIterator[tup
     app = create_app(stack, rng=random.Random(seed))
     async with serve_app(app, lifespan="on") as url:
         yield url, app
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (checked every few milliseconds), or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        if condition():
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"still false after {timeout_s} s")
+        await asyncio.sleep(0.002)

@@ -266,6 +266,9 @@ class RecordingPolicy:
         self.inner = build_policy("least_loaded", rng=random.Random(0))
         self.seen: list[tuple[RequestContext, list[int]]] = []
 
+    async def prepare(self, ctx: RequestContext) -> None:
+        await self.inner.prepare(ctx)
+
     def pick(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Endpoint | None:
         self.seen.append((ctx, [endpoint.in_flight for endpoint in candidates]))
         return self.inner.pick(ctx, candidates)

@@ -6,7 +6,8 @@
     GET  /ready                          200 when every model has a healthy endpoint, else 503
 
 A raw ASGI app rather than a framework: the hot path is a dict lookup, a bounded body
-read, an orjson parse of the routing fields, a policy pick and the proxy.
+read, an orjson parse of the routing fields, the policy's ``prepare`` (prefix-aware
+policies hash the prompt there), a pick and the proxy.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from corral.router.models import ModelTable
 from corral.router.pool import EndpointPool
 from corral.router.proxy import Proxy
 from corral.router.routing.base import Policy, RequestContext
-from corral.router.routing.registry import build_policy
+from corral.router.routing.service import RoutingService
 from corral.router.transport.aiohttp_transport import AiohttpTransport
 from corral.router.transport.base import Transport
 
@@ -52,7 +53,8 @@ _MODELS_PREFIX = "/v1/models/"
 
 class RouterApp:
     """The ASGI callable. Its lifespan (or :meth:`startup` / :meth:`shutdown`) owns the
-    HTTP client, the endpoint pool and its health checks."""
+    HTTP client, the endpoint pool and its health checks, and the routing service (its
+    tokenizers and KV event followers)."""
 
     def __init__(
         self,
@@ -66,9 +68,7 @@ class RouterApp:
     ) -> None:
         self._config = stack.router
         self._models = ModelTable(stack.models, created=int(wall_clock()))
-        self._policy = policy or build_policy(
-            stack.router.routing.policy, rng=rng or random.Random()
-        )
+        self.routing = RoutingService(stack, rng=rng or random.Random(), policy=policy)
         self._discovery = discovery or StaticDiscovery(stack.models)
         self._owns_discovery = discovery is None
         self._given_transport = transport
@@ -98,20 +98,26 @@ class RouterApp:
         )
         try:
             await pool.start()
+            policy = await self.routing.start(pool, transport)
         except BaseException:
+            await self.routing.aclose()
+            await pool.aclose()
             if self._given_transport is None:
                 await transport.aclose()
             raise
         self.pool = pool
-        self._proxy = Proxy(pool, self._policy, transport, retries=config.retries)
+        self._proxy = Proxy(
+            pool, policy, transport, retries=config.retries, observer=self.routing.selfcheck
+        )
         logger.info(
             "router ready to route %d models (%s policy)",
             len(self._models.models),
-            self._policy.name,
+            self.routing.name,
         )
 
     async def shutdown(self) -> None:
         self._proxy = None
+        await self.routing.aclose()
         if self.pool is not None:
             await self.pool.aclose()
             self.pool = None
@@ -158,6 +164,7 @@ class RouterApp:
         raw_headers = scope["headers"]
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
         ctx = RequestContext(model.name, task, path, data, fields.user, headers)
+        await self.routing.prepare(ctx)
         await proxy.forward(ctx, body, raw_headers, receive, send)
 
     async def _ready(self, send: Send) -> None:

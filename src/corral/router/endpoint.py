@@ -10,7 +10,9 @@ class Endpoint:
     """A replica of one model, reachable at ``url`` (a base URL, no trailing slash).
 
     ``healthy`` starts False and is set by health checks (and cleared at once by a
-    connection failure). ``in_flight`` counts requests picked for it and not yet finished.
+    connection failure). ``in_flight`` counts requests picked for it and not yet finished;
+    ``queued_tokens`` the prompt tokens of those requests it has not yet answered the
+    first byte of (its prefill backlog, as the router predicted it).
     Compared by identity: two discoveries of the same URL are the same object in the pool.
     """
 
@@ -18,4 +20,5 @@ class Endpoint:
     model: str
     healthy: bool = False
     in_flight: int = 0
+    queued_tokens: int = 0
     last_error: str | None = None

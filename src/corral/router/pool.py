@@ -50,9 +50,15 @@ class EndpointPool:
             if not any(endpoint.healthy for endpoint in endpoints)
         ]
 
-    def acquire(self, endpoint: Endpoint) -> None:
-        """Count a request against ``endpoint`` (call it the moment the endpoint is picked)."""
+    def acquire(self, endpoint: Endpoint, prefill_tokens: int = 0) -> None:
+        """Count a request (and the prompt tokens it will make ``endpoint`` prefill) against
+        it; call it the moment the endpoint is picked, so that a burst spreads."""
         endpoint.in_flight += 1
+        endpoint.queued_tokens += prefill_tokens
+
+    def prefilled(self, endpoint: Endpoint, prefill_tokens: int) -> None:
+        """The request's prompt is done (its first byte arrived, or it failed)."""
+        endpoint.queued_tokens -= prefill_tokens
 
     def release(self, endpoint: Endpoint) -> None:
         endpoint.in_flight -= 1

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from corral.errors import APIError, NoHealthyEndpointError, OverloadedError, UpstreamError
 from corral.protocol.sse import error_frame
@@ -35,6 +36,18 @@ from corral.router.transport.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+#: The response header stating how many prompt tokens the router expects the worker to
+#: reuse from its cache (only when the policy predicts it).
+PREDICTED_CACHED_HEADER = b"x-corral-predicted-cached-tokens"
+
+
+class ResponseObserver(Protocol):
+    """Told how a response the policy made a prediction for ended: ``tail`` holds its last
+    body bytes (where a final ``usage`` sits), or is empty if it broke off."""
+
+    def answered(self, ctx: RequestContext, endpoint: Endpoint, tail: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -77,12 +90,19 @@ class Proxy:
     """Forwards requests to the endpoints its policy picks from the pool."""
 
     def __init__(
-        self, pool: EndpointPool, policy: Policy, transport: Transport, *, retries: int
+        self,
+        pool: EndpointPool,
+        policy: Policy,
+        transport: Transport,
+        *,
+        retries: int,
+        observer: ResponseObserver | None = None,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._transport = transport
         self._attempts = retries + 1
+        self._observer = observer
 
     async def forward(
         self,
@@ -121,7 +141,7 @@ class Proxy:
             await send_error(send, exc)
             return
         try:
-            await self._relay(opened, send, watch)
+            await self._relay(ctx, opened, send, watch)
         finally:
             self._pool.release(opened.endpoint)
             await opened.upstream.aclose()
@@ -137,6 +157,7 @@ class Proxy:
             if endpoint is None:
                 raise NoHealthyEndpointError(ctx.model)
             tried.append(endpoint)
+            prefill_tokens = ctx.routing.prefill_tokens
             opened: _Opened | None = None
             try:
                 opened = await self._try(
@@ -148,6 +169,7 @@ class Proxy:
             except StreamError as exc:
                 error = exc
             finally:
+                self._pool.prefilled(endpoint, prefill_tokens)  # first byte, or failed
                 if opened is None:
                     self._pool.release(endpoint)
             if opened is not None:
@@ -170,7 +192,7 @@ class Proxy:
         if endpoint is None:
             endpoint = self._policy.pick(ctx, candidates)
         if endpoint is not None:
-            self._pool.acquire(endpoint)
+            self._pool.acquire(endpoint, ctx.routing.prefill_tokens)
         return endpoint
 
     async def _try(
@@ -196,9 +218,16 @@ class Proxy:
             raise
         return _Opened(endpoint, upstream, chunks, first)
 
-    async def _relay(self, opened: _Opened, send: Send, watch: DisconnectWatch) -> None:
+    async def _relay(
+        self, ctx: RequestContext, opened: _Opened, send: Send, watch: DisconnectWatch
+    ) -> None:
         """Send the response on as it arrives; an SSE stream that breaks gets an error frame."""
         headers = header_rules.to_client(opened.upstream.headers, opened.endpoint.url)
+        predicted = ctx.routing.predicted_cached_tokens
+        observed = predicted is not None and opened.upstream.status == 200
+        observer = self._observer if observed else None
+        if predicted is not None:
+            headers.append((PREDICTED_CACHED_HEADER, str(predicted).encode()))
         start = {
             "type": "http.response.start",
             "status": opened.upstream.status,
@@ -209,10 +238,15 @@ class Proxy:
         if len(chunk) == header_rules.content_length(headers):  # the whole body, in one piece
             watch.stop()
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            if observer is not None:
+                observer.answered(ctx, opened.endpoint, chunk)
             return
+        # The last two chunks, kept by reference: the final usage frame is in them.
+        older = last = b""
         try:
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                older, last = last, chunk
                 chunk = await anext(opened.chunks, b"")
         except TransportError as exc:
             await self._end_broken(opened, headers, exc, send, watch)
@@ -225,6 +259,8 @@ class Proxy:
             raise
         watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if observer is not None:
+            observer.answered(ctx, opened.endpoint, older + last)
 
     async def _end_broken(
         self,

@@ -5,16 +5,54 @@ each scorer gives every remaining candidate a score in 0..1, the scores are comb
 with weights, and a picker chooses one endpoint. All of it is pure and synchronous:
 no I/O, no locks, testable without a network. The proxy knows only :class:`Policy`;
 new policies (prefix-aware, KV-aware) are new filters and scorers, not proxy changes.
+
+What needs work before a pick (tokenizing and hashing the prompt) happens in the one
+asynchronous step, :meth:`Policy.prepare`, which the app awaits before the proxy picks;
+it leaves its results in the request's :class:`RoutingState`. Components that learn from
+a pick (which endpoint got which prefix, which session) are :class:`PickObserver` s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from corral.config import Task
 from corral.router.endpoint import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class PromptBlocks:
+    """A prompt's leading block hashes, as a policy's ``prepare`` computed them.
+
+    ``hashes`` may stop before the prompt's end: at the first block no endpoint holds
+    (nothing after it can match). ``block_tokens`` is how many prompt tokens one block
+    stands for (exact for token blocks, an estimate for text blocks); ``total_blocks``
+    and ``prompt_tokens`` cover the whole prompt (estimates where it was not all read).
+    """
+
+    hashes: Sequence[int]
+    block_tokens: float
+    total_blocks: float
+    prompt_tokens: int
+
+
+@dataclass(slots=True)
+class RoutingState:
+    """What routing learns about one request on its way (mutable, one per request).
+
+    ``blocks`` is set by ``prepare``; ``matched`` (endpoint url -> leading blocks it
+    holds) by the prefix scorer; after each pick, ``predicted_cached_tokens`` (None when
+    the policy predicts nothing) and ``prefill_tokens`` (the prompt tokens the picked
+    endpoint still has to compute, counted against it until its first byte) describe the
+    endpoint just picked.
+    """
+
+    blocks: PromptBlocks | None = None
+    matched: dict[str, int] | None = None
+    predicted_cached_tokens: int | None = None
+    prefill_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +61,8 @@ class RequestContext:
 
     ``model`` is the model's canonical name (aliases resolved); ``body`` is the parsed
     request (treat it as read-only: the bytes sent upstream are the original ones);
-    ``headers`` has lower-case names.
+    ``headers`` has lower-case names; ``routing`` is the per-request scratch space of
+    the policy.
     """
 
     model: str
@@ -32,6 +71,7 @@ class RequestContext:
     body: Mapping[str, Any]
     user: str | None
     headers: Mapping[str, str]
+    routing: RoutingState = field(default_factory=RoutingState)
 
 
 class ScoredEndpoint(NamedTuple):
@@ -57,9 +97,26 @@ class Picker(Protocol):
     def pick(self, ctx: RequestContext, scored: Sequence[ScoredEndpoint]) -> Endpoint: ...
 
 
+class PickObserver(Protocol):
+    """Told of every pick (a prefix index learns where a prompt went, a session table
+    where a session is)."""
+
+    def picked(self, ctx: RequestContext, endpoint: Endpoint) -> None: ...
+
+
+class Preparer(Protocol):
+    """Per-request work before picking (tokenize, hash); fills ``ctx.routing``. Never
+    raises for a request it cannot read: it leaves ``ctx.routing`` as it is."""
+
+    async def prepare(self, ctx: RequestContext) -> None: ...
+
+
 class Policy(Protocol):
-    """What the proxy calls: the endpoint for this request, or None if none is eligible."""
+    """What the app and proxy call: ``prepare`` once per request, then ``pick`` (again on
+    a retry), which returns the endpoint for this request, or None if none is eligible."""
 
     name: str
+
+    async def prepare(self, ctx: RequestContext) -> None: ...
 
     def pick(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Endpoint | None: ...

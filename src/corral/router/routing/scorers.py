@@ -1,20 +1,135 @@
-"""Scorers: how good each candidate is for a request, in 0..1."""
+"""Scorers: how good each candidate is for a request, in 0..1.
+
+    LeastLoadedScorer   fewest in-flight requests (min..max spread over 1..0)
+    QueueScorer         fewest prompt tokens still to prefill, counted at pick time
+    PrefixScorer        share of the prompt's blocks the endpoint holds (llm-d: matched / total)
+    SessionScorer       the endpoint this session was last sent to
+
+The prefix and session scorers are also :class:`~corral.router.routing.base.PickObserver` s:
+they record where a request went (the prefix index learns the prompt's blocks, or marks
+them used; the session table remembers the endpoint) and the prefix scorer states what
+the router predicts the picked endpoint will reuse.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
+from corral.prefix.index import PrefixIndex
 from corral.router.endpoint import Endpoint
 from corral.router.routing.base import RequestContext
+
+
+def _spread(loads: Sequence[float]) -> list[float]:
+    """1.0 for the lowest, falling linearly to 0.0 for the highest; all 1.0 if equal."""
+    low, high = min(loads), max(loads)
+    if high == low:
+        return [1.0] * len(loads)
+    span = high - low
+    return [(high - load) / span for load in loads]
 
 
 class LeastLoadedScorer:
     """1.0 for the fewest in-flight requests, falling linearly to 0.0 for the most."""
 
     def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
-        loads = [endpoint.in_flight for endpoint in candidates]
-        low, high = min(loads), max(loads)
-        if high == low:
-            return [1.0] * len(loads)
-        span = high - low
-        return [(high - load) / span for load in loads]
+        return _spread([endpoint.in_flight for endpoint in candidates])
+
+
+class QueueScorer:
+    """1.0 for the fewest prompt tokens waiting to be prefilled, 0.0 for the most."""
+
+    def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
+        return _spread([endpoint.queued_tokens for endpoint in candidates])
+
+
+class PrefixScorer:
+    """Matched leading blocks / the prompt's blocks, from a :class:`PrefixIndex`.
+
+    ``learn=True`` (approximate ``prefix`` policy): a pick stores all of the prompt's
+    blocks under the picked endpoint, since it is about to compute them. ``learn=False``
+    (``kv``): the workers' events say what they hold; a pick only marks the matched
+    blocks as used.
+    """
+
+    def __init__(self, index: PrefixIndex, *, learn: bool) -> None:
+        self._index = index
+        self._learn = learn
+
+    def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
+        blocks = ctx.routing.blocks
+        if blocks is None or not blocks.hashes:
+            return [0.0] * len(candidates)
+        matched = self._matched(ctx, candidates)
+        total = max(blocks.total_blocks, len(blocks.hashes), 1)
+        return [matched[endpoint.url] / total for endpoint in candidates]
+
+    def picked(self, ctx: RequestContext, endpoint: Endpoint) -> None:
+        state = ctx.routing
+        blocks = state.blocks
+        if blocks is None:
+            state.predicted_cached_tokens = None
+            state.prefill_tokens = 0
+            return
+        matched = self._matched(ctx, [endpoint])[endpoint.url]
+        predicted = min(blocks.prompt_tokens, round(matched * blocks.block_tokens))
+        state.predicted_cached_tokens = predicted
+        state.prefill_tokens = blocks.prompt_tokens - predicted
+        if self._learn:
+            self._index.store(endpoint.url, blocks.hashes)
+        elif matched:
+            self._index.touch(endpoint.url, blocks.hashes[:matched])
+
+    def _matched(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> dict[str, int]:
+        state = ctx.routing
+        known = state.matched if state.matched is not None else {}
+        missing = [endpoint.url for endpoint in candidates if endpoint.url not in known]
+        if missing and state.blocks is not None:
+            known.update(
+                zip(missing, self._index.matched(state.blocks.hashes, missing), strict=True)
+            )
+        state.matched = known
+        return known
+
+
+class SessionTable:
+    """Session key -> the endpoint URL it was last sent to; LRU, at most ``max_sessions``."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._where: OrderedDict[str, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def get(self, key: str) -> str | None:
+        return self._where.get(key)
+
+    def put(self, key: str, url: str) -> None:
+        self._where[key] = url
+        self._where.move_to_end(key)
+        while len(self._where) > self.max_sessions:
+            self._where.popitem(last=False)
+
+
+class SessionScorer:
+    """1.0 for the endpoint the request's session used last: the session comes from a
+    header (``x-session-id`` by default), else the request's ``user`` field."""
+
+    def __init__(self, sessions: SessionTable, *, header: str) -> None:
+        self._sessions = sessions
+        self._header = header.lower()
+
+    def key(self, ctx: RequestContext) -> str | None:
+        return ctx.headers.get(self._header) or ctx.user or None
+
+    def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
+        key = self.key(ctx)
+        url = None if key is None else self._sessions.get(f"{ctx.model}\0{key}")
+        return [1.0 if endpoint.url == url else 0.0 for endpoint in candidates]
+
+    def picked(self, ctx: RequestContext, endpoint: Endpoint) -> None:
+        key = self.key(ctx)
+        if key is not None:
+            self._sessions.put(f"{ctx.model}\0{key}", endpoint.url)

@@ -1,0 +1,169 @@
+"""Which endpoints hold which prefix blocks: a bounded, LRU-evicted index.
+
+    endpoint url -> ordered {block hash -> bits}      (least recently used first)
+
+Each endpoint has its own LRU of the block hashes it is believed to hold. The router's
+approximate ``prefix`` policy fills it from the requests it routes; the exact ``kv``
+policy fills it from the workers' KV events (stored, removed, cleared), where a block may
+sit in several media (RAM, disk, ...) and leaves the index when the last one drops it.
+A block's bits say in which media it is, and whether a block chained to it (its child)
+was stored there too: where no endpoint holds a child of a prompt's last known block,
+nothing after it can match, and the router need not tokenize further.
+
+The whole index is bounded twice, by entries and by bytes, and never grows past the
+smaller bound (production-stack #687: an unbounded prefix trie OOM-kills the router).
+When an insert goes over, the least recently used block of the endpoint holding the most
+blocks is evicted, so one busy endpoint cannot push every other one out. Bytes are
+accounted at :data:`ENTRY_BYTES` per block, the worst case measured with tracemalloc for
+these structures under churn (``bench/prefix_index_memory.py`` checks the bound).
+
+Not thread-safe: it is read and written on the event loop only.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+#: Bytes one indexed block costs (hash key, LRU node and table slots), measured worst case
+#: on CPython 3.11 with tracemalloc while the index churns at its bound.
+ENTRY_BYTES = 224
+
+#: The medium of blocks the router learns from routed requests (no KV events).
+ROUTED = "routed"
+#: The bit saying that a child of the block was stored on the same endpoint (it may have
+#: left since: the bit only ever makes the router look further, never less far).
+_CHILD = 1
+
+
+class PrefixIndex:
+    """Block hashes per endpoint, bounded by ``max_blocks`` and ``max_bytes`` together."""
+
+    def __init__(self, *, max_blocks: int, max_bytes: int) -> None:
+        if max_blocks < 1 or max_bytes < ENTRY_BYTES:
+            raise ValueError("the prefix index needs room for at least one block")
+        self.capacity = min(max_blocks, max_bytes // ENTRY_BYTES)
+        self._by_endpoint: dict[str, OrderedDict[int, int]] = {}
+        self._media: dict[str | None, int] = {}
+        self._size = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def bytes(self) -> int:
+        """The accounted size: blocks times :data:`ENTRY_BYTES`."""
+        return self._size * ENTRY_BYTES
+
+    def blocks(self, endpoint: str) -> int:
+        held = self._by_endpoint.get(endpoint)
+        return 0 if held is None else len(held)
+
+    # -- writes (event loop) --------------------------------------------------------
+
+    def store(
+        self,
+        endpoint: str,
+        hashes: Sequence[int],
+        medium: str | None = ROUTED,
+        parent: int | None = None,
+    ) -> None:
+        """``endpoint`` holds the chain ``hashes`` (in ``medium``), whose first block is the
+        child of ``parent`` (None: the prompt's first block); each becomes most recently used."""
+        held = self._by_endpoint.get(endpoint)
+        if held is None:
+            held = self._by_endpoint[endpoint] = OrderedDict()
+        if parent is not None and parent in held and hashes:
+            held[parent] |= _CHILD
+        bit = self._medium_bit(medium)
+        last = len(hashes) - 1
+        for position, block in enumerate(hashes):
+            mark = bit if position == last else bit | _CHILD
+            bits = held.get(block)
+            if bits is None:
+                held[block] = mark
+                self._size += 1
+            else:
+                held[block] = bits | mark
+                held.move_to_end(block)
+        if self._size > self.capacity:
+            self._evict()
+
+    def touch(self, endpoint: str, hashes: Iterable[int]) -> None:
+        """Mark blocks ``endpoint`` already holds as just used (unknown ones are ignored)."""
+        held = self._by_endpoint.get(endpoint)
+        if held is None:
+            return
+        for block in hashes:
+            if block in held:
+                held.move_to_end(block)
+
+    def remove(self, endpoint: str, hashes: Iterable[int], medium: str | None = ROUTED) -> None:
+        """``endpoint`` dropped these blocks from ``medium``; gone once no medium holds one."""
+        held = self._by_endpoint.get(endpoint)
+        if held is None:
+            return
+        keep = ~self._medium_bit(medium)
+        for block in hashes:
+            bits = held.get(block)
+            if bits is None:
+                continue
+            bits &= keep
+            if bits & ~_CHILD:
+                held[block] = bits
+            else:
+                del held[block]
+                self._size -= 1
+
+    def clear(self, endpoint: str) -> None:
+        """Forget everything ``endpoint`` holds (it restarted, disconnected or left)."""
+        held = self._by_endpoint.pop(endpoint, None)
+        if held is not None:
+            self._size -= len(held)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def extended(self, block: int) -> bool:
+        """Whether some endpoint holds ``block`` and a block chained after it.
+
+        With chained hashes, where none does, no endpoint can match a prompt past
+        ``block``: the prompt need not be tokenized or hashed further.
+        """
+        return any(blocks.get(block, 0) & _CHILD for blocks in self._by_endpoint.values())
+
+    def matched(self, hashes: Sequence[int], endpoints: Sequence[str]) -> list[int]:
+        """Per endpoint, how many leading blocks of ``hashes`` it holds (a usable prefix)."""
+        counts: list[int] = []
+        for endpoint in endpoints:
+            held = self._by_endpoint.get(endpoint)
+            count = 0
+            if held:
+                for block in hashes:
+                    if block not in held:
+                        break
+                    count += 1
+            counts.append(count)
+        return counts
+
+    # -- internals ------------------------------------------------------------------
+
+    def _medium_bit(self, medium: str | None) -> int:
+        bit = self._media.get(medium)
+        if bit is None:
+            if len(self._media) >= 30:  # keep the bits in a small int
+                raise ValueError(f"too many KV media (got '{medium}')")
+            bit = self._media[medium] = 2 << len(self._media)  # bit 0 is _CHILD
+        return bit
+
+    def _evict(self) -> None:
+        """Down to capacity: the oldest blocks of whichever endpoint holds the most."""
+        while self._size > self.capacity:
+            endpoint, held = max(self._by_endpoint.items(), key=lambda item: len(item[1]))
+            surplus = min(len(held), self._size - self.capacity)
+            for _ in range(surplus):
+                held.popitem(last=False)
+            self._size -= surplus
+            self.evictions += surplus
+            if not held:
+                del self._by_endpoint[endpoint]

@@ -1,0 +1,103 @@
+"""A model's prompts -> the exact tokens its llama.cpp worker computes, cheaply.
+
+The worker (``LlamaCppEngine._tokenize``) renders chat messages with the model's own chat
+template, adds BOS unless the rendered text starts with it, and calls llama.cpp with
+special-token parsing on; a text completion prompt is tokenized with BOS where the
+vocabulary wants one. :class:`PromptTokenizer` does the same with the same library and
+vocabulary, but piece by piece (:mod:`corral.prefix.segments`), with every piece's
+tokens cached: a conversation re-sent with one more turn tokenizes only the new turn.
+
+Rendering and cache lookups are cheap and run on the caller's thread (the event loop);
+:meth:`PromptTokenizer.tokenize_pieces` is the llama.cpp work, for a thread pool.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+
+from corral.errors import InvalidRequestError
+from corral.prefix.prompt import ChatPrompt, Prompt, TextPrompt, TokenPrompt
+from corral.prefix.segments import Piece, PieceCache, Plan, Segmenter
+from corral.prefix.vocab import GgufVocab
+from corral.sources import resolve_source
+from corral.worker.chat_template import ChatTemplate
+
+_SAMPLE_CHAT = (
+    {"role": "system", "content": "You answer in one line."},
+    {"role": "user", "content": "What is  2+2?\n"},
+    {"role": "assistant", "content": " 4 ."},
+    {"role": "user", "content": "And   é😀?"},
+)
+
+
+class PromptTokenizer:
+    """Tokenizes prompts as the model's worker does; owns the vocabulary (:meth:`close`)."""
+
+    def __init__(self, vocab: GgufVocab, *, cache_bytes: int) -> None:
+        self.vocab = vocab
+        self.template = (
+            ChatTemplate(
+                vocab.chat_template,
+                bos_token=vocab.text(vocab.bos),
+                eos_token=vocab.text(vocab.eos),
+            )
+            if vocab.chat_template
+            else None
+        )
+        samples = [] if self.template is None else [self.template.render(_SAMPLE_CHAT)]
+        self.segmenter = Segmenter(vocab, samples=samples)
+        self.cache = PieceCache(cache_bytes)
+        self._markers = {
+            text: Piece(text, array("i", [token])) for text, token in self.segmenter.markers.items()
+        }
+
+    @classmethod
+    def load(cls, source: str, *, cache_bytes: int) -> PromptTokenizer:
+        """From a stack file's ``source`` (blocking: reads the GGUF's vocabulary)."""
+        return cls(GgufVocab(resolve_source(source).weights), cache_bytes=cache_bytes)
+
+    def close(self) -> None:
+        self.vocab.close()
+
+    def render(self, prompt: ChatPrompt | TextPrompt) -> tuple[str, bool] | None:
+        """The prompt text and whether llama.cpp adds special tokens (BOS) to it; None when
+        the worker would refuse it (no chat template, or the template fails)."""
+        if isinstance(prompt, TextPrompt):
+            return prompt.text, True
+        if self.template is None:
+            return None
+        try:
+            text = self.template.render(prompt.messages)
+        except InvalidRequestError:
+            return None
+        return text, not text.startswith(self.template.bos_token)
+
+    def plan(self, prompt: ChatPrompt | TextPrompt) -> Plan | None:
+        rendered = self.render(prompt)
+        if rendered is None:
+            return None
+        text, add_special = rendered
+        return self.segmenter.plan(text, add_special=add_special)
+
+    def known(self, text: str) -> Piece | None:
+        """The piece if it needs no tokenizing (a marker, or cached)."""
+        marker = self._markers.get(text)
+        return marker if marker is not None else self.cache.get(text)
+
+    def tokenize_pieces(self, pieces: Sequence[str], *, add_special: bool) -> list[array[int]]:
+        """llama.cpp on each piece: the slow part, for a worker thread (the GIL is released)."""
+        return [self.vocab.tokenize(piece, add_special=add_special) for piece in pieces]
+
+    def remember(self, text: str, tokens: array[int]) -> Piece:
+        return self.cache.put(text, tokens)
+
+    def tokenize(self, prompt: Prompt) -> list[int] | None:
+        """The whole prompt in one llama.cpp call, exactly as the worker does (no cache)."""
+        if isinstance(prompt, TokenPrompt):
+            return list(prompt.tokens)  # the worker uses ids as they are
+        rendered = self.render(prompt)
+        if rendered is None:
+            return None
+        text, add_special = rendered
+        return list(self.vocab.tokenize(text, add_special=add_special))

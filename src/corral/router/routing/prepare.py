@@ -1,0 +1,175 @@
+"""Per-request preparation for the prefix-aware policies: the prompt's block hashes.
+
+``TextBlocks`` (approximate ``prefix`` policy): the canonical text of the whole prompt in
+character blocks -- no tokenizer, microseconds, works for any engine.
+
+``TokenBlocks`` (exact ``kv`` policy): the tokens the worker will compute, in blocks of
+``prefix.block_size``, hashed as the worker hashes them (model name as seed). Only what
+can possibly match is computed: pieces are taken in order, cached ones for free (their
+tokens, and what they added to the hash chain, are cached with them); before tokenizing
+a new one, the last block so far is looked up, and unless some endpoint holds it *and a
+block chained after it*, nothing after it can match, so the rest of the prompt is never
+tokenized (its size is estimated from the characters). In a multi-turn conversation the
+router thus tokenizes the last answer (the worker generated it, so it may hold it) but
+not the new question, which nothing can hold yet. Tokenizing runs on the given thread
+pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from array import array
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+from corral.prefix.chain import Chain
+from corral.prefix.hashing import text_block_hashes
+from corral.prefix.index import PrefixIndex
+from corral.prefix.prompt import TokenPrompt, canonical_text, read_prompt
+from corral.router.routing.base import PromptBlocks, RequestContext
+
+if TYPE_CHECKING:  # llama.cpp is imported only where a model is routed by tokens
+    from corral.prefix.segments import Piece, Plan
+    from corral.prefix.tokenizer import PromptTokenizer
+
+logger = logging.getLogger(__name__)
+
+#: Characters per token where they must be guessed (English text in BPE vocabularies).
+CHARS_PER_TOKEN = 4.0
+#: How much new text one trip to the tokenizer thread takes (then the last block is looked
+#: up): a little at first (new text usually stops matching at once), twice as much after
+#: each trip whose blocks were still held somewhere.
+FIRST_BATCH_CHARS = 64
+MAX_BATCH_CHARS = 4096
+
+
+class TextBlocks:
+    """Character blocks of the prompt's canonical text (approximate)."""
+
+    def __init__(self, *, block_chars: int) -> None:
+        self._block_chars = block_chars
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        prompt = read_prompt(ctx.path, ctx.body)
+        if prompt is None:
+            return
+        text = canonical_text(prompt)
+        hashes = text_block_hashes(text, block_chars=self._block_chars, seed=ctx.model)
+        ctx.routing.blocks = PromptBlocks(
+            hashes,
+            block_tokens=self._block_chars / CHARS_PER_TOKEN,
+            total_blocks=len(text) / self._block_chars,
+            prompt_tokens=round(len(text) / CHARS_PER_TOKEN),
+        )
+
+
+class TokenBlocks:
+    """Token blocks exactly as the worker hashes them, computed only as far as they can match."""
+
+    def __init__(
+        self,
+        tokenizer: PromptTokenizer,
+        index: PrefixIndex,
+        *,
+        block_size: int,
+        executor: Executor,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self._index = index
+        self._block_size = block_size
+        self._executor = executor
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        prompt = read_prompt(ctx.path, ctx.body)
+        if prompt is None:
+            return
+        chain = Chain(seed=ctx.model, block_size=self._block_size)
+        if isinstance(prompt, TokenPrompt):
+            chain.extend(array("i", prompt.tokens))
+            estimate = chain.tokens
+        else:
+            plan = self.tokenizer.plan(prompt)
+            if plan is None:
+                return
+            try:
+                estimate = await self._walk(plan, chain)
+            except (OSError, ValueError, UnicodeError):
+                logger.exception("cannot tokenize a prompt for model %s", ctx.model)
+                return
+        ctx.routing.blocks = PromptBlocks(
+            chain.hashes,
+            block_tokens=self._block_size,
+            total_blocks=estimate / self._block_size,
+            prompt_tokens=estimate,
+        )
+
+    async def _walk(self, plan: Plan, chain: Chain) -> int:
+        """Hash the prompt's pieces in order, as far as they can match; the whole prompt's
+        token count (estimated from the characters of what was not tokenized)."""
+        if plan.prefix:
+            chain.extend(array("i", plan.prefix))
+        pieces = plan.pieces
+        position = chars = 0
+        budget = FIRST_BATCH_CHARS
+        while position < len(pieces):
+            known = self.tokenizer.known(pieces[position])
+            if known is not None:
+                self._add(chain, known)
+                chars += len(pieces[position])
+                position += 1
+                continue
+            if chain.hashes and not self._index.extended(chain.hashes[-1]):
+                rest = sum(len(piece) for piece in pieces[position:])  # nothing more can match
+                per_char = chain.tokens / chars if chars else 1 / CHARS_PER_TOKEN
+                return chain.tokens + round(rest * per_char)
+            end, found, todo = self._batch(pieces, position, budget)
+            budget = min(2 * budget, MAX_BATCH_CHARS)
+            work = functools.partial(
+                self.tokenizer.tokenize_pieces, todo, add_special=plan.add_special
+            )
+            fresh = await asyncio.get_running_loop().run_in_executor(self._executor, work)
+            new = {
+                text: self.tokenizer.remember(text, tokens)
+                for text, tokens in zip(todo, fresh, strict=True)
+            }
+            for index in range(position, end):
+                held = found.get(index)
+                self._add(chain, new[pieces[index]] if held is None else held)
+                chars += len(pieces[index])
+            position = end
+        return chain.tokens
+
+    def _add(self, chain: Chain, piece: Piece) -> None:
+        """Extend the chain by a piece, reusing what the piece added to this chain before."""
+        if len(piece.tokens) < self._block_size:
+            chain.extend(piece.tokens)  # at most one block: not worth caching
+            return
+        state = chain.state
+        step = piece.continuations.get(state)
+        if step is None:
+            step = chain.continuation(piece.tokens)
+            self.tokenizer.cache.remember(piece, state, step)
+        chain.apply(step)
+
+    def _batch(
+        self, pieces: list[str], start: int, budget: int
+    ) -> tuple[int, dict[int, Piece], list[str]]:
+        """Pieces from ``start`` worth one trip to the thread: where the batch ends, the
+        pieces already known (held here, so no eviction can lose them), and the distinct
+        texts still to tokenize."""
+        found: dict[int, Piece] = {}
+        todo: dict[str, None] = {}
+        size = 0
+        end = start
+        while end < len(pieces) and size < budget:
+            piece = pieces[end]
+            known = self.tokenizer.known(piece) if end > start else None
+            if known is not None:
+                found[end] = known
+            elif piece not in todo:
+                todo[piece] = None
+                size += len(piece)
+            end += 1
+        return end, found, list(todo)

@@ -1,0 +1,225 @@
+"""The router hashes a prompt exactly as the worker does: same tokens, same block hashes.
+
+The worker side is the real :class:`~corral.worker.llamacpp.LlamaCppEngine` with the real
+model (SmolLM2 for chat, Gemma 3 for text completions), reading the request with its
+own schemas; the router side is :class:`~corral.router.routing.prepare.TokenBlocks`
+with the vocabulary-only tokenizer, piece cache and early stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corral.config import ModelConfig
+from corral.prefix.hashing import block_hashes
+from corral.prefix.index import PrefixIndex
+from corral.prefix.prompt import read_prompt
+from corral.prefix.tokenizer import PromptTokenizer
+from corral.router.routing.base import RequestContext
+from corral.router.routing.prepare import TokenBlocks
+from corral.worker.llamacpp import LlamaCppEngine
+from corral.worker.schemas import ChatCompletionRequest, CompletionRequest
+
+pytestmark = pytest.mark.slow
+
+BLOCK = 16
+CHAT = "/v1/chat/completions"
+TEXT = "/v1/completions"
+SMOL = "smollm2-135m-instruct"
+GEMMA = "gemma3-270m"
+
+
+def model(name: str, task: str) -> ModelConfig:
+    return ModelConfig.model_validate(
+        {"name": name, "task": task, "engine": "llamacpp", "source": name, "threads": 1}
+    )
+
+
+def conversation(rng: random.Random, turns: int) -> list[dict[str, Any]]:
+    words = ["the", "cat", "sat", "on", "a", "mat", "\n", "naïve", "42", "😀", "  ", "don't"]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are terse."}]
+    for turn in range(turns):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 80)))
+        messages.append({"role": "user" if turn % 2 == 0 else "assistant", "content": text})
+    return messages
+
+
+def ctx(model_name: str, path: str, body: dict[str, Any]) -> RequestContext:
+    return RequestContext(model_name, "chat", path, body, None, {})
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool
+
+
+class Holding(PrefixIndex):
+    """An index in which some endpoint holds every block: nothing stops the hashing early."""
+
+    def __init__(self) -> None:
+        super().__init__(max_blocks=10, max_bytes=1 << 20)
+
+    def extended(self, block: int) -> bool:
+        return True
+
+
+async def worker_tokens(engine: LlamaCppEngine, path: str, body: dict[str, Any]) -> list[int]:
+    if path == CHAT:
+        return await engine.tokenize(ChatCompletionRequest.model_validate(body).prompt())
+    return await engine.tokenize(CompletionRequest.model_validate(body).single_prompt())
+
+
+async def check_same_hashes(
+    name: str, task: str, bodies: list[tuple[str, dict[str, Any]]], executor: Any
+) -> None:
+    engine = LlamaCppEngine(model(name, task))
+    await engine.start()
+    tokenizer = await asyncio.to_thread(PromptTokenizer.load, name, cache_bytes=1 << 24)
+    try:
+        assert tokenizer.segmenter.segmented
+        blocks = TokenBlocks(tokenizer, Holding(), block_size=BLOCK, executor=executor)
+        for path, body in bodies:
+            expected = await worker_tokens(engine, path, body)
+            prompt = read_prompt(path, body)
+            assert prompt is not None
+            assert tokenizer.tokenize(prompt) == expected
+            request = ctx(name, path, body)
+            await blocks.prepare(request)
+            assert request.routing.blocks is not None
+            assert list(request.routing.blocks.hashes) == block_hashes(
+                expected, block_size=BLOCK, seed=name
+            )
+            assert request.routing.blocks.prompt_tokens == len(expected)
+    finally:
+        tokenizer.close()
+        await engine.aclose()
+
+
+async def test_chat_hashes_match_the_worker(executor: Any) -> None:
+    rng = random.Random(1)
+    bodies = []
+    for turns in (1, 2, 5, 9):
+        messages = conversation(rng, turns)
+        bodies.append((CHAT, {"model": SMOL, "messages": messages}))
+        bodies.append((CHAT, {"model": SMOL, "messages": messages[1:]}))  # template's system
+    developer: list[dict[str, Any]] = [
+        {
+            "role": "developer",
+            "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "kind."}],
+        },
+        {"role": "user", "content": "Hi <|im_end|> there"},  # a special token in user text
+    ]
+    bodies.append((CHAT, {"model": SMOL, "messages": developer}))
+    await check_same_hashes(SMOL, "chat", bodies, executor)
+
+
+async def test_completion_hashes_match_the_worker_with_bos(executor: Any) -> None:
+    text = "<start_of_turn>user\nWrite a haiku about the sea.<end_of_turn>\n<start_of_turn>model\n"
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        (TEXT, {"model": GEMMA, "prompt": text * 3}),
+        (TEXT, {"model": GEMMA, "prompt": ["Once upon a time, " * 20]}),
+        (TEXT, {"model": GEMMA, "prompt": list(range(2, 50))}),
+    ]
+    await check_same_hashes(GEMMA, "completion", bodies, executor)
+
+
+async def test_only_what_can_match_is_tokenized(executor: Any) -> None:
+    tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
+    calls: list[str] = []
+    tokenize_pieces = tokenizer.tokenize_pieces
+
+    def counting(pieces: Any, *, add_special: bool) -> Any:
+        calls.extend(pieces)
+        return tokenize_pieces(pieces, add_special=add_special)
+
+    tokenizer.tokenize_pieces = counting  # type: ignore[method-assign]
+    index = PrefixIndex(max_blocks=100_000, max_bytes=1 << 26)
+    blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
+    history = conversation(random.Random(2), 6)
+    assert tokenizer.template is not None
+
+    def held(messages: list[dict[str, Any]]) -> list[int]:
+        """The blocks of a worker that ran these messages (its context, no generation prompt)."""
+        text = tokenizer.template.render(messages, add_generation_prompt=False)  # type: ignore[union-attr]
+        tokens = tokenizer.vocab.tokenize(text, add_special=False)
+        return block_hashes(tokens, block_size=BLOCK, seed=SMOL)
+
+    async def prepare(messages: list[dict[str, Any]]) -> list[int]:
+        calls.clear()
+        request = ctx(SMOL, CHAT, {"messages": messages})
+        await blocks.prepare(request)
+        assert request.routing.blocks is not None
+        return index.matched(request.routing.blocks.hashes, ["http://w1"])
+
+    try:
+        # Nothing indexed: once the first blocks miss, the rest is never tokenized.
+        request = ctx(SMOL, CHAT, {"messages": history})
+        await blocks.prepare(request)
+        assert request.routing.blocks is not None
+        assert sum(map(len, calls)) < sum(len(m["content"]) for m in history) / 2
+        assert request.routing.blocks.prompt_tokens > 200  # estimated from the characters
+
+        # A worker holds the conversation: its pieces are tokenized (once, in batches).
+        index.store("http://w1", held(history))
+        question = {"role": "user", "content": "And one more question?"}
+        assert await prepare([*history, question]) == [len(held(history))]
+        assert calls
+
+        # Again with another question: nothing is tokenized at all (nothing held follows).
+        other = {"role": "user", "content": "Or another one?"}
+        assert await prepare([*history, other]) == [len(held(history))]
+        assert calls == []
+
+        # Once a worker holds the history followed by something, the new question is
+        # tokenized (it might continue the chain), and only it.
+        index.store("http://w1", held([*history, question]))
+        assert await prepare([*history, other]) == [len(held(history))]
+        assert calls == ["<|im_end|>\n<|im_start|>user\nOr another one?"]
+    finally:
+        tokenizer.close()
+
+
+async def test_stopping_early_never_loses_a_match(executor: Any) -> None:
+    """However a prompt relates to what the workers hold (a prefix of it, a branch off it,
+    a longer version, nothing), the router's matched blocks per endpoint equal those of
+    the whole prompt tokenized and hashed in one go."""
+    tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
+    rng = random.Random(5)
+    index = PrefixIndex(max_blocks=1_000_000, max_bytes=1 << 28)
+    blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
+    endpoints = [f"http://w{number}" for number in range(3)]
+    conversations = [conversation(rng, rng.randint(1, 8)) for _ in range(12)]
+    matches = 0
+
+    def full_hashes(messages: list[dict[str, Any]], generation: bool = True) -> list[int]:
+        assert tokenizer.template is not None
+        text = tokenizer.template.render(messages, add_generation_prompt=generation)
+        tokens = tokenizer.vocab.tokenize(text, add_special=False)
+        return block_hashes(tokens, block_size=BLOCK, seed=SMOL)
+
+    try:
+        for messages in conversations:  # each endpoint holds some conversations, cut anywhere
+            hashes = full_hashes(messages[: rng.randint(1, len(messages))], rng.random() < 0.5)
+            index.store(rng.choice(endpoints), hashes[: rng.randint(0, len(hashes))])
+        for _ in range(150):
+            base = rng.choice(conversations)
+            messages = base[: rng.randint(1, len(base))]
+            if rng.random() < 0.7:  # a new turn, or a variation of the last one
+                extra = conversation(rng, 1)[1]
+                messages = [*messages, extra] if rng.random() < 0.5 else [*messages[:-1], extra]
+            request = ctx(SMOL, CHAT, {"messages": messages})
+            await blocks.prepare(request)
+            assert request.routing.blocks is not None
+            got = index.matched(request.routing.blocks.hashes, endpoints)
+            assert got == index.matched(full_hashes(messages), endpoints)
+            matches += max(got) > 0
+        assert matches > 50  # most requests matched something somewhere
+    finally:
+        tokenizer.close()
