@@ -11,8 +11,13 @@ vLLM workers expose ``vllm:*`` names instead; docs/observability.md maps them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 #: Latency buckets from 5 ms to 2 min: CPU prefill of long prompts takes seconds.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 120)
@@ -49,10 +54,6 @@ class RouterMetrics:
             "corral_router_completion_tokens_total", "Completion tokens, from the workers' usage.",
             ["model"], registry=registry,
         )
-        self.in_flight = Gauge(
-            "corral_router_in_flight_requests", "Requests being proxied, by model and endpoint.",
-            ["model", "endpoint"], registry=registry,
-        )
         self.routing_decisions = Counter(
             "corral_router_routing_decisions_total", "Endpoints picked, by policy and reason.",
             ["model", "policy", "reason"], registry=registry,
@@ -64,10 +65,6 @@ class RouterMetrics:
         self.upstream_errors = Counter(
             "corral_router_upstream_errors_total", "Failures talking to an endpoint, by kind.",
             ["model", "endpoint", "kind"], registry=registry,
-        )
-        self.endpoint_healthy = Gauge(
-            "corral_router_endpoint_healthy", "1 when the endpoint passes its health checks.",
-            ["model", "endpoint"], registry=registry,
         )
         self.cached_tokens_predicted = Counter(
             "corral_router_cached_tokens_predicted_total", "Prompt tokens the router expected the worker to reuse.",
@@ -81,6 +78,40 @@ class RouterMetrics:
             "corral_router_cache_predictions_total", "Per request: did prediction and reuse agree.",
             ["model", "outcome"], registry=registry,
         )
+
+
+    def watch_endpoints(self, snapshot: Callable[[], Iterable[EndpointState]]) -> None:
+        """Endpoint gauges read at scrape time from ``snapshot`` (the pool): nothing on the hot path."""
+        self.registry.register(_EndpointCollector(snapshot))
+
+
+class EndpointState(NamedTuple):
+    model: str
+    endpoint: str
+    healthy: bool
+    in_flight: int
+
+
+class _EndpointCollector(Collector):
+    """corral_router_endpoint_healthy and corral_router_in_flight_requests, per endpoint."""
+
+    def __init__(self, snapshot: Callable[[], Iterable[EndpointState]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        healthy = GaugeMetricFamily(
+            "corral_router_endpoint_healthy", "1 when the endpoint passes its health checks.",
+            labels=["model", "endpoint"],
+        )
+        in_flight = GaugeMetricFamily(
+            "corral_router_in_flight_requests", "Requests being proxied, by model and endpoint.",
+            labels=["model", "endpoint"],
+        )
+        for state in self._snapshot():
+            healthy.add_metric([state.model, state.endpoint], 1.0 if state.healthy else 0.0)
+            in_flight.add_metric([state.model, state.endpoint], float(state.in_flight))
+        yield healthy
+        yield in_flight
 
 
 class WorkerMetrics:

@@ -55,3 +55,21 @@ def routing_fields(data: dict[str, Any]) -> RoutingFields:
     if user is not None and not isinstance(user, str):
         raise InvalidRequestError("'user' must be a string", param="user")
     return RoutingFields(model, stream, user)
+
+
+def last_int_field(tail: bytes, name: bytes) -> int | None:
+    """The integer after the last ``name`` (a quoted JSON key) in ``tail``, without parsing.
+
+    For reading ``usage`` from the last bytes of a response the router passes through.
+    """
+    at = tail.rfind(name)
+    if at < 0:
+        return None
+    at += len(name)
+    end = len(tail)
+    while at < end and tail[at] in b" \t\r\n:":
+        at += 1
+    start = at
+    while at < end and 48 <= tail[at] <= 57:
+        at += 1
+    return int(tail[start:at]) if at > start else None

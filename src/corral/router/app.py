@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from corral.config import StackConfig, Task
 from corral.errors import (
@@ -26,6 +27,7 @@ from corral.errors import (
     NoHealthyEndpointError,
     RouteNotFoundError,
 )
+from corral.metrics import RouterMetrics
 from corral.protocol.fields import ENDPOINT_TASKS, parse_json_object, routing_fields
 from corral.router.asgi import (
     ClientDisconnected,
@@ -38,6 +40,7 @@ from corral.router.asgi import (
 )
 from corral.router.discovery.base import Discovery
 from corral.router.discovery.static import StaticDiscovery
+from corral.router.metering import RouterMeter
 from corral.router.models import ModelTable
 from corral.router.pool import EndpointPool
 from corral.router.proxy import Proxy
@@ -65,8 +68,11 @@ class RouterApp:
         policy: Policy | None = None,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._config = stack.router
+        self.metrics = RouterMetrics(registry or CollectorRegistry())
+        self._meter = RouterMeter(self.metrics)
         self._models = ModelTable(stack.models, created=int(wall_clock()))
         self.routing = RoutingService(stack, rng=rng or random.Random(), policy=policy)
         self._discovery = discovery or StaticDiscovery(stack.models)
@@ -106,8 +112,16 @@ class RouterApp:
                 await transport.aclose()
             raise
         self.pool = pool
+        models = [model.name for model in self._models.models]
+        self._meter.watch(pool, models)
+        self.routing.selfcheck.on_outcome = self._meter.prediction
         self._proxy = Proxy(
-            pool, policy, transport, retries=config.retries, observer=self.routing.selfcheck
+            pool,
+            policy,
+            transport,
+            retries=config.retries,
+            observer=self.routing.selfcheck,
+            meter=self._meter,
         )
         logger.info(
             "router ready to route %d models (%s policy)",
@@ -138,6 +152,10 @@ class RouterApp:
                 await send_bytes(send, 200, b'{"status":"ok"}')
             elif path == "/ready":
                 await self._ready(send)
+            elif path == "/metrics":
+                _require_method(scope, "GET")
+                await send_bytes(send, 200, generate_latest(self.metrics.registry),
+                                 content_type=CONTENT_TYPE_LATEST.encode())
             elif path == "/v1/models":
                 _require_method(scope, "GET")
                 await send_bytes(send, 200, self._models.listing)
@@ -157,9 +175,14 @@ class RouterApp:
         data = parse_json_object(body)
         fields = routing_fields(data)
         path: str = scope["path"]
-        model = self._models.resolve(fields.model, task, path)
+        try:
+            model = self._models.resolve(fields.model, task, path)
+        except APIError as exc:
+            self._meter.refused("unknown", exc.status)
+            raise
         proxy = self._proxy
         if proxy is None:
+            self._meter.refused(model.name, 503)
             raise NoHealthyEndpointError(model.name)  # not started, or shutting down
         raw_headers = scope["headers"]
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}

@@ -19,11 +19,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
+
 from corral.errors import APIError, NoHealthyEndpointError, OverloadedError, UpstreamError
+from corral.metrics import RouterMetrics
 from corral.protocol.sse import error_frame
 from corral.router import headers as header_rules
 from corral.router.asgi import Receive, Send, send_error
 from corral.router.endpoint import Endpoint
+from corral.router.metering import RouterMeter
 from corral.router.pool import EndpointPool
 from corral.router.routing.base import Policy, RequestContext
 from corral.router.transport.base import (
@@ -97,12 +101,14 @@ class Proxy:
         *,
         retries: int,
         observer: ResponseObserver | None = None,
+        meter: RouterMeter | None = None,
     ) -> None:
         self._pool = pool
         self._policy = policy
         self._transport = transport
         self._attempts = retries + 1
         self._observer = observer
+        self._meter = meter or RouterMeter(RouterMetrics(CollectorRegistry()))
 
     async def forward(
         self,
@@ -114,8 +120,11 @@ class Proxy:
     ) -> None:
         """Answer the client from a worker; never raises for upstream or client failures."""
         watch = DisconnectWatch(receive)
+        started_s = self._meter.clock()
         try:
-            await self._exchange(ctx, body, header_rules.to_worker(client_headers), send, watch)
+            await self._exchange(
+                ctx, body, header_rules.to_worker(client_headers), send, watch, started_s
+            )
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
@@ -133,15 +142,17 @@ class Proxy:
         headers: Sequence[tuple[str, str]],
         send: Send,
         watch: DisconnectWatch,
+        started_s: float,
     ) -> None:
         try:
             opened = await self._open(ctx, body, headers)
         except APIError as exc:
             watch.stop()
+            self._meter.refused(ctx.model, exc.status)
             await send_error(send, exc)
             return
         try:
-            await self._relay(ctx, opened, send, watch)
+            await self._relay(ctx, opened, send, watch, started_s)
         finally:
             self._pool.release(opened.endpoint)
             await opened.upstream.aclose()
@@ -165,9 +176,14 @@ class Proxy:
                 )
             except ConnectError as exc:
                 self._pool.eject(endpoint, exc.message)
+                self._meter.upstream_error(ctx.model, endpoint.url, "connect")
                 error = exc
             except StreamError as exc:
+                self._meter.upstream_error(ctx.model, endpoint.url, "stream")
                 error = exc
+            except TransportError:
+                self._meter.upstream_error(ctx.model, endpoint.url, "timeout")
+                raise
             finally:
                 self._pool.prefilled(endpoint, prefill_tokens)  # first byte, or failed
                 if opened is None:
@@ -175,6 +191,7 @@ class Proxy:
             if opened is not None:
                 return opened
             if attempt + 1 < self._attempts:
+                self._meter.retried(ctx.model)
                 reason = error.message if error else "5xx"
                 logger.info("retrying %s for model %s: %s", ctx.path, ctx.model, reason)
         if not any(endpoint.healthy for endpoint in self._pool.endpoints(ctx.model)):
@@ -193,6 +210,8 @@ class Proxy:
             endpoint = self._policy.pick(ctx, candidates)
         if endpoint is not None:
             self._pool.acquire(endpoint, ctx.routing.prefill_tokens)
+            reason = "retry" if tried else ("cache_hit" if ctx.routing.predicted_cached_tokens else "pick")
+            self._meter.picked(ctx.model, self._policy.name, reason)
         return endpoint
 
     async def _try(
@@ -209,6 +228,7 @@ class Proxy:
         try:
             if upstream.status >= 500 and not final:
                 logger.info("%s answered %d for model %s", endpoint.url, upstream.status, ctx.model)
+                self._meter.upstream_error(ctx.model, endpoint.url, "status")
                 await upstream.aclose()
                 return None
             chunks = aiter(upstream.chunks())
@@ -219,7 +239,12 @@ class Proxy:
         return _Opened(endpoint, upstream, chunks, first)
 
     async def _relay(
-        self, ctx: RequestContext, opened: _Opened, send: Send, watch: DisconnectWatch
+        self,
+        ctx: RequestContext,
+        opened: _Opened,
+        send: Send,
+        watch: DisconnectWatch,
+        started_s: float,
     ) -> None:
         """Send the response on as it arrives; an SSE stream that breaks gets an error frame."""
         headers = header_rules.to_client(opened.upstream.headers, opened.endpoint.url)
@@ -234,10 +259,13 @@ class Proxy:
             "headers": headers,
         }
         await send(start)
+        status, url = opened.upstream.status, opened.endpoint.url
+        timer = self._meter.timer(ctx.model, started_s, streaming=header_rules.is_event_stream(headers))
         chunk = opened.first
         if len(chunk) == header_rules.content_length(headers):  # the whole body, in one piece
             watch.stop()
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            timer.done(url, status, chunk)
             if observer is not None:
                 observer.answered(ctx, opened.endpoint, chunk)
             return
@@ -246,9 +274,12 @@ class Proxy:
         try:
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                timer.chunk()
                 older, last = last, chunk
                 chunk = await anext(opened.chunks, b"")
         except TransportError as exc:
+            self._meter.upstream_error(ctx.model, url, "stream")
+            timer.done(url, status, older + last)
             await self._end_broken(opened, headers, exc, send, watch)
             return
         except asyncio.CancelledError:
@@ -259,6 +290,7 @@ class Proxy:
             raise
         watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        timer.done(url, status, older + last)
         if observer is not None:
             observer.answered(ctx, opened.endpoint, older + last)
 

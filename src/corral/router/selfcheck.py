@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from corral.protocol.fields import last_int_field
 from corral.router.endpoint import Endpoint
 from corral.router.routing.base import RequestContext
 
@@ -34,17 +35,7 @@ _FIELD = b'"cached_tokens"'
 
 def cached_tokens_in(tail: bytes) -> int | None:
     """The last ``"cached_tokens": N`` in ``tail``, or None if there is none."""
-    at = tail.rfind(_FIELD)
-    if at < 0:
-        return None
-    at += len(_FIELD)
-    end = len(tail)
-    while at < end and tail[at] in b" \t\r\n:":
-        at += 1
-    start = at
-    while at < end and 48 <= tail[at] <= 57:
-        at += 1
-    return int(tail[start:at]) if at > start else None
+    return last_int_field(tail, _FIELD)
 
 
 @dataclass(slots=True)
@@ -86,6 +77,8 @@ class SelfCheck:
         self._window_known = 0
         self._window_disagree = 0
         self.models: dict[str, ModelCheck] = {}
+        #: Told of every outcome (model, outcome, predicted, actual): the metrics.
+        self.on_outcome: Callable[[str, Outcome, int, int | None], None] | None = None
 
     def answered(self, ctx: RequestContext, endpoint: Endpoint, tail: bytes) -> None:
         predicted = ctx.routing.predicted_cached_tokens
@@ -93,6 +86,12 @@ class SelfCheck:
             self.observe(ctx.model, predicted, cached_tokens_in(tail))
 
     def observe(self, model: str, predicted: int, actual: int | None) -> Outcome:
+        outcome = self._count(model, predicted, actual)
+        if self.on_outcome is not None:
+            self.on_outcome(model, outcome, predicted, actual)
+        return outcome
+
+    def _count(self, model: str, predicted: int, actual: int | None) -> Outcome:
         check = self.models.get(model)
         if check is None:
             check = self.models[model] = ModelCheck()
