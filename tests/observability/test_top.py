@@ -3,7 +3,7 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from corral.metrics import RouterMetrics
+from corral.metrics import EndpointState, RouterMetrics
 from corral.observability.top import bucket_quantile, model_rows, parse_samples, render_rows
 
 
@@ -22,8 +22,8 @@ def _scrape(metrics: RouterMetrics) -> dict:
 
 def test_rates_and_windowed_ttft_between_two_scrapes():
     metrics = RouterMetrics(CollectorRegistry())
-    metrics.endpoint_healthy.labels("chat", "http://a").set(1)
-    metrics.endpoint_healthy.labels("chat", "http://b").set(0)
+    endpoints = [EndpointState("chat", "http://a", True, 0), EndpointState("chat", "http://b", False, 0)]
+    metrics.watch_endpoints(lambda: endpoints)
     metrics.requests.labels("chat", "http://a", "200").inc(5)
     metrics.ttft.labels("chat").observe(9.0)  # before the window: must not count
     before = _scrape(metrics)
@@ -34,7 +34,7 @@ def test_rates_and_windowed_ttft_between_two_scrapes():
     metrics.completion_tokens.labels("chat").inc(100)
     metrics.prompt_tokens.labels("chat").inc(400)
     metrics.cached_tokens_actual.labels("chat").inc(300)
-    metrics.in_flight.labels("chat", "http://a").set(3)
+    endpoints[0] = EndpointState("chat", "http://a", True, 3)
     (row,) = model_rows(before, _scrape(metrics), interval_s=2.0)
     assert row.model == "chat"
     assert row.requests_per_s == pytest.approx(5.0) and row.errors_per_s == pytest.approx(1.0)
