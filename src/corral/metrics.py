@@ -71,7 +71,7 @@ class RouterMetrics:
             ["model"], registry=registry,
         )
         self.cached_tokens_actual = Counter(
-            "corral_router_cached_tokens_actual_total", "Prompt tokens the worker reported it reused.",
+            "corral_router_cached_tokens_actual_total", "Prompt tokens the workers reported they reused (usage.prompt_tokens_details.cached_tokens).",
             ["model"], registry=registry,
         )
         self.cache_predictions = Counter(

@@ -50,6 +50,9 @@ class ResponseTimer:
             metrics.prompt_tokens.labels(model).inc(prompt)
         if completion is not None:
             metrics.completion_tokens.labels(model).inc(completion)
+        cached = last_int_field(tail, b'"cached_tokens"')
+        if cached is not None:
+            metrics.cached_tokens_actual.labels(model).inc(cached)
 
 
 class RouterMeter:
@@ -95,8 +98,7 @@ class RouterMeter:
         self.metrics.upstream_errors.labels(model, endpoint, kind).inc()
 
     def prediction(self, model: str, outcome: str, predicted: int, actual: int | None) -> None:
+        """The self-check's verdict (the actual tokens are counted with every response)."""
         metrics = self.metrics
         metrics.cache_predictions.labels(model, outcome).inc()
         metrics.cached_tokens_predicted.labels(model).inc(predicted)
-        if actual is not None:
-            metrics.cached_tokens_actual.labels(model).inc(actual)
