@@ -28,23 +28,18 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from worker_process import start_worker
 
 from corral.sources import resolve_source
 from corral.worker.llama_model import load_llama
 from corral.worker.seq_state import capture_prefix, restore
 
-RUN_WORKER = (
-    "import sys; from corral.config import load_stack; from corral.worker.server import serve; "
-    "serve(load_stack(sys.argv[1]), 'bench', host='127.0.0.1', port=int(sys.argv[2]))"
-)
 SCENARIOS = ("cold", "repeat", "other_user", "interleaved")
 WORDS = (
     "lighthouse keeper storm harbour ship lantern logbook tide gull rope anchor cliff "
@@ -101,36 +96,6 @@ def stream(port: int, prompt: str, max_tokens: int) -> tuple[float, int, int]:
     return ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
 
 
-def start_worker(
-    args: argparse.Namespace, ram_bytes: int
-) -> tuple[subprocess.Popen[bytes], int, Path]:
-    stack = Path(tempfile.mkstemp(suffix=".yaml")[1])
-    stack.write_text(
-        f"worker:\n  prefix_store: {{ram_bytes: {ram_bytes}}}\n"
-        "models:\n"
-        f"  - {{name: bench, task: completion, engine: llamacpp, source: '{args.model}', "
-        f"threads: {args.threads}, context_length: {args.context_length}}}\n"
-    )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    process = subprocess.Popen([sys.executable, "-c", RUN_WORKER, str(stack), str(port)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the worker exited with status {process.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return process, port, stack
-        except OSError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the worker did not become healthy in 120 s")
-
-
 def run_users(port: int, run: str, words: int, max_tokens: int) -> list[Request]:
     """The four requests of one run (see the module docstring)."""
     user_a, user_b = long_text(f"{run}-a", words), long_text(f"{run}-b", words)
@@ -146,7 +111,13 @@ def run_users(port: int, run: str, words: int, max_tokens: int) -> list[Request]
 def measure_workers(args: argparse.Namespace) -> dict[str, list[Request]]:
     """Both workers at once (an idle one costs no CPU); runs alternate between them."""
     sides = {"store": 512 * 1024 * 1024, "no_store": 0}
-    workers = {label: start_worker(args, ram_bytes) for label, ram_bytes in sides.items()}
+    workers = {
+        label: start_worker(
+            args.model, args.threads, args.context_length,
+            worker_yaml=f"{{prefix_store: {{ram_bytes: {ram_bytes}}}}}",
+        )
+        for label, ram_bytes in sides.items()
+    }
     requests: dict[str, list[Request]] = {label: [] for label in sides}
     try:
         for label, (_, port, _) in workers.items():

@@ -20,23 +20,17 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from worker_process import start_worker
 
 from corral.sources import resolve_source
 from corral.worker.llama_model import load_llama
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
-RUN_WORKER = (
-    "import sys; from corral.config import load_stack; from corral.worker.server import serve; "
-    "serve(load_stack(sys.argv[1]), 'bench', host='127.0.0.1', port=int(sys.argv[2]))"
-)
 
 
 class Run(NamedTuple):
@@ -103,35 +97,6 @@ def run_worker(port: int, prompt: str, max_tokens: int) -> Run:
             texts.append(chunk["choices"][0]["text"])
     connection.close()
     return Run(tokens, first, last, "".join(texts))
-
-
-def start_worker(
-    model: str, threads: int, context_length: int
-) -> tuple[subprocess.Popen[bytes], int, Path]:
-    stack = Path(tempfile.mkstemp(suffix=".yaml")[1])
-    stack.write_text(
-        "models:\n"
-        f"  - {{name: bench, task: completion, engine: llamacpp, source: '{model}', "
-        f"threads: {threads}, context_length: {context_length}}}\n"
-    )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    process = subprocess.Popen([sys.executable, "-c", RUN_WORKER, str(stack), str(port)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the worker exited with status {process.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return process, port, stack
-        except OSError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the worker did not become healthy in 120 s")
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""A corral worker in its own process on 127.0.0.1, for benchmarks: start it, wait for /health."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUN_WORKER = (
+    "import sys; from corral.config import load_stack; from corral.worker.server import serve; "
+    "serve(load_stack(sys.argv[1]), 'bench', host='127.0.0.1', port=int(sys.argv[2]))"
+)
+
+
+def start_worker(
+    model: str, threads: int, context_length: int, *, worker_yaml: str = ""
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A completion worker named ``bench`` for ``model``; ``worker_yaml`` is the stack's worker section."""
+    stack = Path(tempfile.mkstemp(suffix=".yaml")[1])
+    stack.write_text(
+        (f"worker: {worker_yaml}\n" if worker_yaml else "")
+        + "models:\n"
+        f"  - {{name: bench, task: completion, engine: llamacpp, source: '{model}', "
+        f"threads: {threads}, context_length: {context_length}}}\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    process = subprocess.Popen([sys.executable, "-c", RUN_WORKER, str(stack), str(port)])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the worker exited with status {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return process, port, stack
+        except OSError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the worker did not become healthy in 120 s")
