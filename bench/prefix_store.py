@@ -22,7 +22,6 @@ a 1.5k-token prefix out of llama.cpp and back (``corral.worker.seq_state``).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker_process import start_worker
+from worker_process import open_completion_stream, start_worker
 
 from corral.sources import resolve_source
 from corral.worker.llama_model import load_llama
@@ -67,21 +66,7 @@ def long_text(seed: str, words: int) -> str:
 
 def stream(port: int, prompt: str, max_tokens: int) -> tuple[float, int, int]:
     """One streamed completion: (TTFT, prompt tokens, cached tokens)."""
-    body = {
-        "model": "bench",
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    start = time.perf_counter()
-    connection.request(
-        "POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"}
-    )
-    response = connection.getresponse()
+    start, response = open_completion_stream(port, prompt, max_tokens)
     ttft = 0.0
     usage: dict[str, Any] = {}
     for line in response:
@@ -92,7 +77,7 @@ def stream(port: int, prompt: str, max_tokens: int) -> tuple[float, int, int]:
             usage = chunk["usage"]
         elif chunk["choices"] and chunk["choices"][0]["text"] and not ttft:
             ttft = time.perf_counter() - start
-    connection.close()
+    response.close()
     return ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
 
 

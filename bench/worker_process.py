@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import subprocess
 import sys
@@ -45,3 +46,20 @@ def start_worker(
         time.sleep(0.1)
     process.kill()
     raise SystemExit("the worker did not become healthy in 120 s")
+
+
+def open_completion_stream(port: int, prompt: str, max_tokens: int) -> tuple[float, http.client.HTTPResponse]:
+    """POST a greedy, EOS-ignoring streamed completion to the worker; (start time, response)."""
+    body = {
+        "model": "bench",
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    start = time.perf_counter()
+    connection.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
+    return start, connection.getresponse()

@@ -15,7 +15,6 @@ so it leaves out prefill; time to first token is reported separately.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker_process import start_worker
+from worker_process import open_completion_stream, start_worker
 
 from corral.sources import resolve_source
 from corral.worker.llama_model import load_llama
@@ -67,21 +66,7 @@ def run_direct(llama: Any, prompt_tokens: list[int], max_tokens: int) -> Run:
 
 def run_worker(port: int, prompt: str, max_tokens: int) -> Run:
     """One streamed /v1/completions request; timestamps of the first and last text chunk."""
-    body = {
-        "model": "bench",
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    start = time.perf_counter()
-    connection.request(
-        "POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"}
-    )
-    response = connection.getresponse()
+    start, response = open_completion_stream(port, prompt, max_tokens)
     first = last = 0.0
     texts: list[str] = []
     tokens = 0
@@ -95,7 +80,7 @@ def run_worker(port: int, prompt: str, max_tokens: int) -> Run:
             last = time.perf_counter() - start
             first = first or last
             texts.append(chunk["choices"][0]["text"])
-    connection.close()
+    response.close()
     return Run(tokens, first, last, "".join(texts))
 
 
