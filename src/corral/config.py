@@ -7,6 +7,8 @@ or one of its sub-configs; none of them parses YAML or environment on its own.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -201,6 +203,32 @@ class RoutingConfig(_Frozen):
         return self.models.get(model, self.policy)
 
 
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: Environment variable with API keys as ``name:key`` pairs, comma-separated (all models).
+API_KEYS_ENV = "CORRAL_API_KEYS"
+
+
+class ApiKeyConfig(_Frozen):
+    """One API key, stored as the hex SHA-256 of the key (`corral` never keeps the key)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    sha256: str
+    models: tuple[str, ...] = Field(default=(), description="names or aliases it may use; empty: all")
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_digest(cls, value: str) -> str:
+        if not _SHA256_RE.match(value):
+            raise ValueError("must be 64 lower-case hex digits: the SHA-256 of the key (sha256sum)")
+        return value
+
+
+class AuthConfig(_Frozen):
+    """When any key is configured, every OpenAI endpoint needs ``Authorization: Bearer <key>``."""
+
+    keys: tuple[ApiKeyConfig, ...] = ()
+
+
 class RouterConfig(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
@@ -211,6 +239,7 @@ class RouterConfig(_Frozen):
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    auth: AuthConfig = AuthConfig()
 
 
 class PrefixStoreConfig(_Frozen):
@@ -270,6 +299,15 @@ class StackConfig(_Frozen):
                         f"name '{served}' of model '{model.name}' is already used by model '{seen[served]}'"
                     )
                 seen[served] = model.name
+        return self
+
+    @model_validator(mode="after")
+    def _check_key_models(self) -> StackConfig:
+        served = {name for model in self.models for name in model.served_names}
+        for key in self.router.auth.keys:
+            unknown = [name for name in key.models if name not in served]
+            if unknown:
+                raise ValueError(f"router.auth.keys ({key.name}).models: unknown model(s) {', '.join(unknown)}")
         return self
 
     def model(self, name: str) -> ModelConfig:
@@ -338,7 +376,28 @@ def load_stack(path: str | Path | None = None) -> StackConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
-    return parse_stack(data, origin=origin)
+    return with_env_keys(parse_stack(data, origin=origin), os.environ.get(API_KEYS_ENV))
+
+
+def with_env_keys(stack: StackConfig, value: str | None) -> StackConfig:
+    """Add the keys of ``CORRAL_API_KEYS`` (``name:key,...``), hashed, to the router's auth."""
+    if not value:
+        return stack
+    keys = list(stack.router.auth.keys)
+    known = {key.sha256 for key in keys}
+    for item in value.split(","):
+        name, sep, key = item.strip().partition(":")
+        if not sep or not name or not key:
+            raise ConfigError(f"{API_KEYS_ENV}: entries must be name:key, comma-separated (got an entry without both)")
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        if digest in known:  # e.g. the supervisor's resolved stack already carries it
+            continue
+        try:
+            keys.append(ApiKeyConfig(name=name, sha256=digest))
+        except ValidationError:
+            raise ConfigError(f"{API_KEYS_ENV}: key name '{name}' must be 1-64 letters, digits, . _ -") from None
+    auth = stack.router.auth.model_copy(update={"keys": tuple(keys)})
+    return stack.model_copy(update={"router": stack.router.model_copy(update={"auth": auth})})
 
 
 def default_stack_text() -> str:

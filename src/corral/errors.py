@@ -8,6 +8,8 @@
         │   ├── UnsupportedParameterError   400  a parameter we do not implement (n>1, tools, ...)
         │   ├── WrongTaskError              400  e.g. a chat request to an embedding model
         │   └── ContextLengthError          400  prompt (+ max_tokens) exceeds the context
+        ├── AuthenticationError     401  missing or unknown API key
+        ├── PermissionDeniedError   403  the key may not use this model
         ├── ModelNotFoundError      404  unknown model name or alias (lists the known ones)
         ├── RouteNotFoundError      404  no such path
         ├── MethodNotAllowedError   405  wrong HTTP method for the path
@@ -96,6 +98,24 @@ class WrongTaskError(InvalidRequestError):
 class ContextLengthError(InvalidRequestError):
     def __init__(self, message: str) -> None:
         super().__init__(message, param="messages", code="context_length_exceeded")
+
+
+class AuthenticationError(APIError):
+    status = 401
+    type = "invalid_request_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDeniedError(APIError):
+    status = 403
+    type = "permission_error"
+
+    def __init__(self, key_name: str, model: str) -> None:
+        super().__init__(
+            f"API key '{key_name}' may not use model '{model}'", param="model", code="model_not_allowed"
+        )
 
 
 class ModelNotFoundError(APIError):

@@ -38,6 +38,7 @@ from corral.router.asgi import (
     send_bytes,
     send_error,
 )
+from corral.router.auth import ApiKey, Authenticator
 from corral.router.discovery.base import Discovery
 from corral.router.discovery.static import StaticDiscovery
 from corral.router.metering import RouterMeter
@@ -74,6 +75,7 @@ class RouterApp:
         self.metrics = RouterMetrics(registry or CollectorRegistry())
         self._meter = RouterMeter(self.metrics)
         self._models = ModelTable(stack.models, created=int(wall_clock()))
+        self._auth = Authenticator(stack.router.auth, stack.models)
         self.routing = RoutingService(stack, rng=rng or random.Random(), policy=policy)
         self._discovery = discovery or StaticDiscovery(stack.models)
         self._owns_discovery = discovery is None
@@ -147,7 +149,8 @@ class RouterApp:
             task = ENDPOINT_TASKS.get(path)
             if task is not None:
                 _require_method(scope, "POST")
-                await self._infer(scope, receive, send, task)
+                key = self._auth.authenticate(scope["headers"])
+                await self._infer(scope, receive, send, task, key)
             elif path == "/health":
                 await send_bytes(send, 200, b'{"status":"ok"}')
             elif path == "/ready":
@@ -158,9 +161,11 @@ class RouterApp:
                                  content_type=CONTENT_TYPE_LATEST.encode())
             elif path == "/v1/models":
                 _require_method(scope, "GET")
+                self._auth.authenticate(scope["headers"])
                 await send_bytes(send, 200, self._models.listing)
             elif path.startswith(_MODELS_PREFIX):
                 _require_method(scope, "GET")
+                self._auth.authenticate(scope["headers"])
                 await send_bytes(send, 200, self._models.describe(path[len(_MODELS_PREFIX) :]))
             else:
                 raise RouteNotFoundError(path)
@@ -169,7 +174,9 @@ class RouterApp:
         except ClientDisconnected:
             logger.debug("client left before sending its whole request to %s", path)
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, task: Task) -> None:
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, task: Task, key: ApiKey | None
+    ) -> None:
         """Validate just enough to route, then hand the original bytes to the proxy."""
         body = await read_body(scope, receive, self._config.max_body_bytes)
         data = parse_json_object(body)
@@ -180,6 +187,7 @@ class RouterApp:
         except APIError as exc:
             self._meter.refused("unknown", exc.status)
             raise
+        self._auth.authorize(key, model.name)
         proxy = self._proxy
         if proxy is None:
             self._meter.refused(model.name, 503)
