@@ -208,12 +208,23 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 API_KEYS_ENV = "CORRAL_API_KEYS"
 
 
+class LimitsConfig(_Frozen):
+    """Per API key or per model: over a limit the router answers 429 with Retry-After."""
+
+    requests_per_minute: Annotated[int, Field(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="prompt (estimated) + max_tokens reserved at admission, then the actual usage"
+    )
+    concurrent_requests: Annotated[int, Field(ge=1)] | None = None
+
+
 class ApiKeyConfig(_Frozen):
     """One API key, stored as the hex SHA-256 of the key (`corral` never keeps the key)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     sha256: str
     models: tuple[str, ...] = Field(default=(), description="names or aliases it may use; empty: all")
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("sha256")
     @classmethod
@@ -240,6 +251,9 @@ class RouterConfig(_Frozen):
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
     auth: AuthConfig = AuthConfig()
+    model_limits: dict[str, LimitsConfig] = Field(
+        default_factory=dict, description="model name -> limits shared by all its callers"
+    )
 
 
 class PrefixStoreConfig(_Frozen):
@@ -304,6 +318,9 @@ class StackConfig(_Frozen):
     @model_validator(mode="after")
     def _check_key_models(self) -> StackConfig:
         served = {name for model in self.models for name in model.served_names}
+        unknown_limited = [name for name in self.router.model_limits if name not in served]
+        if unknown_limited:
+            raise ValueError(f"router.model_limits: unknown model(s) {', '.join(unknown_limited)}")
         for key in self.router.auth.keys:
             unknown = [name for name in key.models if name not in served]
             if unknown:

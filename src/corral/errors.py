@@ -10,6 +10,7 @@
         │   └── ContextLengthError          400  prompt (+ max_tokens) exceeds the context
         ├── AuthenticationError     401  missing or unknown API key
         ├── PermissionDeniedError   403  the key may not use this model
+        ├── RateLimitError          429  over a key's or model's RPM / TPM / concurrency limit
         ├── ModelNotFoundError      404  unknown model name or alias (lists the known ones)
         ├── RouteNotFoundError      404  no such path
         ├── MethodNotAllowedError   405  wrong HTTP method for the path
@@ -116,6 +117,14 @@ class PermissionDeniedError(APIError):
         super().__init__(
             f"API key '{key_name}' may not use model '{model}'", param="model", code="model_not_allowed"
         )
+
+
+class RateLimitError(APIError):
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message, code="rate_limit_exceeded", headers=headers)
 
 
 class ModelNotFoundError(APIError):

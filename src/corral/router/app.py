@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -41,6 +42,7 @@ from corral.router.asgi import (
 from corral.router.auth import ApiKey, Authenticator
 from corral.router.discovery.base import Discovery
 from corral.router.discovery.static import StaticDiscovery
+from corral.router.limits import RateLimiter, reserve_tokens
 from corral.router.metering import RouterMeter
 from corral.router.models import ModelTable
 from corral.router.pool import EndpointPool
@@ -76,6 +78,10 @@ class RouterApp:
         self._meter = RouterMeter(self.metrics)
         self._models = ModelTable(stack.models, created=int(wall_clock()))
         self._auth = Authenticator(stack.router.auth, stack.models)
+        self._limits = RateLimiter(
+            {key.name: key.limits for key in stack.router.auth.keys},
+            {stack.model(name).name: limits for name, limits in stack.router.model_limits.items()},
+        )
         self.routing = RoutingService(stack, rng=rng or random.Random(), policy=policy)
         self._discovery = discovery or StaticDiscovery(stack.models)
         self._owns_discovery = discovery is None
@@ -195,8 +201,21 @@ class RouterApp:
         raw_headers = scope["headers"]
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
         ctx = RequestContext(model.name, task, path, data, fields.user, headers)
-        await self.routing.prepare(ctx)
-        await proxy.forward(ctx, body, raw_headers, receive, send)
+        try:
+            grant = self._limits.admit(
+                key.name if key else None, model.name, reserve_tokens(body, _max_tokens(data))
+            )
+        except APIError as exc:
+            self._meter.refused(model.name, exc.status)
+            raise
+        if grant is not None:
+            ctx.routing.response_headers = grant.headers
+        try:
+            await self.routing.prepare(ctx)
+            await proxy.forward(ctx, body, raw_headers, receive, send)
+        finally:
+            if grant is not None:
+                grant.release(ctx.routing.used_tokens)
 
     async def _ready(self, send: Send) -> None:
         if self.pool is None:
@@ -224,6 +243,10 @@ class RouterApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _max_tokens(data: dict[str, Any]) -> object:
+    return data.get("max_completion_tokens") or data.get("max_tokens")
 
 
 def _require_method(scope: Scope, method: str) -> None:

@@ -40,7 +40,8 @@ class ResponseTimer:
             metrics.itl.labels(self._model).observe(now - self._last_s)
         self._last_s = now
 
-    def done(self, endpoint: str, status: int, tail: bytes) -> None:
+    def done(self, endpoint: str, status: int, tail: bytes) -> int | None:
+        """Record the response; the tokens its usage reports (prompt + completion), if any."""
         metrics, model = self._meter.metrics, self._model
         metrics.request_duration.labels(model).observe(self._clock() - self._started_s)
         metrics.requests.labels(model, endpoint, str(status)).inc()
@@ -53,6 +54,7 @@ class ResponseTimer:
         cached = last_int_field(tail, b'"cached_tokens"')
         if cached is not None:
             metrics.cached_tokens_actual.labels(model).inc(cached)
+        return None if prompt is None else prompt + (completion or 0)
 
 
 class RouterMeter:

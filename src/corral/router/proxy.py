@@ -253,6 +253,7 @@ class Proxy:
         observer = self._observer if observed else None
         if predicted is not None:
             headers.append((PREDICTED_CACHED_HEADER, str(predicted).encode()))
+        headers.extend(ctx.routing.response_headers)
         start = {
             "type": "http.response.start",
             "status": opened.upstream.status,
@@ -265,7 +266,7 @@ class Proxy:
         if len(chunk) == header_rules.content_length(headers):  # the whole body, in one piece
             watch.stop()
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
-            timer.done(url, status, chunk)
+            ctx.routing.used_tokens = timer.done(url, status, chunk)
             if observer is not None:
                 observer.answered(ctx, opened.endpoint, chunk)
             return
@@ -279,7 +280,7 @@ class Proxy:
                 chunk = await anext(opened.chunks, b"")
         except TransportError as exc:
             self._meter.upstream_error(ctx.model, url, "stream")
-            timer.done(url, status, older + last)
+            ctx.routing.used_tokens = timer.done(url, status, older + last)
             await self._end_broken(opened, headers, exc, send, watch)
             return
         except asyncio.CancelledError:
@@ -290,7 +291,7 @@ class Proxy:
             raise
         watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        timer.done(url, status, older + last)
+        ctx.routing.used_tokens = timer.done(url, status, older + last)
         if observer is not None:
             observer.answered(ctx, opened.endpoint, older + last)
 

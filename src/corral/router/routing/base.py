@@ -46,13 +46,16 @@ class RoutingState:
     holds) by the prefix scorer; after each pick, ``predicted_cached_tokens`` (None when
     the policy predicts nothing) and ``prefill_tokens`` (the prompt tokens the picked
     endpoint still has to compute, counted against it until its first byte) describe the
-    endpoint just picked.
+    endpoint just picked. ``response_headers`` are added to the client's response (rate
+    limit headers); ``used_tokens`` is set by the proxy from the response's ``usage``.
     """
 
     blocks: PromptBlocks | None = None
     matched: dict[str, int] | None = None
     predicted_cached_tokens: int | None = None
     prefill_tokens: int = 0
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    used_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
