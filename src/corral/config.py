@@ -248,6 +248,9 @@ class RouterConfig(_Frozen):
     health_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     request_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    idle_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="longest silence from a worker: before its first byte, or between chunks"
+    )
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
     auth: AuthConfig = AuthConfig()

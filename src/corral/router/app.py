@@ -100,7 +100,9 @@ class RouterApp:
         """Open the HTTP client, discover endpoints and check their health once."""
         config = self._config
         transport = self._given_transport or AiohttpTransport(
-            connect_timeout_s=config.connect_timeout_s, request_timeout_s=config.request_timeout_s
+            connect_timeout_s=config.connect_timeout_s,
+            request_timeout_s=config.request_timeout_s,
+            idle_timeout_s=config.idle_timeout_s,
         )
         self._transport = transport
         pool = EndpointPool(

@@ -22,10 +22,16 @@ from corral.router.transport.base import (
 class AiohttpTransport:
     """:class:`~corral.router.transport.base.Transport` over one ``aiohttp.ClientSession``."""
 
-    def __init__(self, *, connect_timeout_s: float, request_timeout_s: float) -> None:
+    def __init__(
+        self, *, connect_timeout_s: float, request_timeout_s: float, idle_timeout_s: float | None = None
+    ) -> None:
         self._connect_timeout_s = connect_timeout_s
+        self._idle_timeout_s = idle_timeout_s
         self._timeout = aiohttp.ClientTimeout(
-            total=request_timeout_s, connect=connect_timeout_s, sock_connect=connect_timeout_s
+            total=request_timeout_s,
+            connect=connect_timeout_s,
+            sock_connect=connect_timeout_s,
+            sock_read=idle_timeout_s,  # the longest silence: before the first byte and between chunks
         )
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=False)
         self._session = aiohttp.ClientSession(
@@ -52,6 +58,7 @@ class AiohttpTransport:
                 total=timeout_s,
                 connect=self._connect_timeout_s,
                 sock_connect=self._connect_timeout_s,
+                sock_read=self._idle_timeout_s,
             )
         try:
             response = await self._session.request(
