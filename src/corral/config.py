@@ -252,6 +252,9 @@ class RouterConfig(_Frozen):
         default=300.0, description="longest silence from a worker: before its first byte, or between chunks"
     )
     retries: Annotated[int, Field(ge=0, le=5)] = 1
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=3, description="failed answers in a row that eject an endpoint until a health check passes"
+    )
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
     auth: AuthConfig = AuthConfig()
     model_limits: dict[str, LimitsConfig] = Field(

@@ -111,6 +111,7 @@ class RouterApp:
             transport,
             interval_s=config.health_interval_s,
             timeout_s=config.connect_timeout_s,
+            breaker_failures=config.breaker_failures,
         )
         try:
             await pool.start()

@@ -22,3 +22,5 @@ class Endpoint:
     in_flight: int = 0
     queued_tokens: int = 0
     last_error: str | None = None
+    #: Failed answers in a row (5xx, broken streams); the circuit breaker opens at a limit.
+    consecutive_failures: int = 0

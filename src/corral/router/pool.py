@@ -31,7 +31,9 @@ class EndpointPool:
         *,
         interval_s: float,
         timeout_s: float,
+        breaker_failures: int = 3,
     ) -> None:
+        self._breaker_failures = breaker_failures
         self._by_model: dict[str, tuple[Endpoint, ...]] = {model: () for model in models}
         self._discovery = discovery
         self._transport = transport
@@ -62,6 +64,17 @@ class EndpointPool:
 
     def release(self, endpoint: Endpoint) -> None:
         endpoint.in_flight -= 1
+
+    def answered(self, endpoint: Endpoint, *, ok: bool, reason: str = "") -> None:
+        """A circuit breaker per endpoint: ``breaker_failures`` failed answers in a row open
+        it (the endpoint is ejected); the next passing health check is the half-open probe
+        that closes it again."""
+        if ok:
+            endpoint.consecutive_failures = 0
+            return
+        endpoint.consecutive_failures += 1
+        if endpoint.consecutive_failures >= self._breaker_failures:
+            self.eject(endpoint, f"{endpoint.consecutive_failures} failures in a row ({reason})")
 
     def eject(self, endpoint: Endpoint, reason: str) -> None:
         """Passive ejection: stop routing to ``endpoint`` until a health check passes."""
@@ -130,3 +143,5 @@ class EndpointPool:
             logger.warning("%s (model %s) is unhealthy: %s", endpoint.url, endpoint.model, reason)
             endpoint.last_error = reason
         endpoint.healthy = healthy
+        if healthy:
+            endpoint.consecutive_failures = 0

@@ -180,6 +180,7 @@ class Proxy:
                 error = exc
             except StreamError as exc:
                 self._meter.upstream_error(ctx.model, endpoint.url, "stream")
+                self._pool.answered(endpoint, ok=False, reason=exc.message)
                 error = exc
             except TransportError:
                 self._meter.upstream_error(ctx.model, endpoint.url, "timeout")
@@ -229,6 +230,7 @@ class Proxy:
             if upstream.status >= 500 and not final:
                 logger.info("%s answered %d for model %s", endpoint.url, upstream.status, ctx.model)
                 self._meter.upstream_error(ctx.model, endpoint.url, "status")
+                self._pool.answered(endpoint, ok=False, reason=f"answered {upstream.status}")
                 await upstream.aclose()
                 return None
             chunks = aiter(upstream.chunks())
@@ -261,6 +263,7 @@ class Proxy:
         }
         await send(start)
         status, url = opened.upstream.status, opened.endpoint.url
+        self._pool.answered(opened.endpoint, ok=status < 500, reason=f"answered {status}")
         timer = self._meter.timer(ctx.model, started_s, streaming=header_rules.is_event_stream(headers))
         chunk = opened.first
         if len(chunk) == header_rules.content_length(headers):  # the whole body, in one piece
@@ -280,6 +283,7 @@ class Proxy:
                 chunk = await anext(opened.chunks, b"")
         except TransportError as exc:
             self._meter.upstream_error(ctx.model, url, "stream")
+            self._pool.answered(opened.endpoint, ok=False, reason=exc.message)
             ctx.routing.used_tokens = timer.done(url, status, older + last)
             await self._end_broken(opened, headers, exc, send, watch)
             return
