@@ -95,6 +95,9 @@ class ModelConfig(_Frozen):
     threads: Annotated[int, Field(ge=1, le=256)] = 1
     context_length: Annotated[int, Field(ge=64, le=1_048_576)] = 2048
     queue_size: Annotated[int, Field(ge=1, le=10_000)] = 32
+    max_tokens_cap: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="largest max_tokens a request may ask for (the router refuses more with 400)"
+    )
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
     endpoints: tuple[str, ...] = Field(
         default=(),

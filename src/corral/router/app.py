@@ -21,9 +21,11 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from corral.config import StackConfig, Task
+from corral.config import ModelConfig, StackConfig, Task
 from corral.errors import (
     APIError,
+    ContextLengthError,
+    InvalidRequestError,
     MethodNotAllowedError,
     NoHealthyEndpointError,
     RouteNotFoundError,
@@ -197,6 +199,11 @@ class RouterApp:
             self._meter.refused("unknown", exc.status)
             raise
         self._auth.authorize(key, model.name)
+        try:
+            _check_max_tokens(model, data)
+        except APIError as exc:
+            self._meter.refused(model.name, exc.status)
+            raise
         proxy = self._proxy
         if proxy is None:
             self._meter.refused(model.name, 503)
@@ -250,6 +257,24 @@ class RouterApp:
 
 def _max_tokens(data: dict[str, Any]) -> object:
     return data.get("max_completion_tokens") or data.get("max_tokens")
+
+
+def _check_max_tokens(model: ModelConfig, data: dict[str, Any]) -> None:
+    """Refuse, before any worker sees it, a max_tokens over the model's cap or its context."""
+    asked = _max_tokens(data)
+    if not isinstance(asked, int) or isinstance(asked, bool):
+        return  # absent, or a type error the worker names precisely
+    param = "max_completion_tokens" if data.get("max_completion_tokens") else "max_tokens"
+    if model.max_tokens_cap is not None and asked > model.max_tokens_cap:
+        raise InvalidRequestError(
+            f"'{param}' is {asked}, over the limit of {model.max_tokens_cap} for model '{model.name}'",
+            param=param, code="max_tokens_over_limit",
+        )
+    if asked >= model.context_length:
+        raise ContextLengthError(
+            f"'{param}' is {asked}, but model '{model.name}' has a context of {model.context_length} "
+            "tokens for the prompt and the completion together"
+        )
 
 
 def _require_method(scope: Scope, method: str) -> None:
