@@ -174,6 +174,14 @@ class FakeEngine:
             return
         exchange = _Exchange(self, record, send, failure)
         request = orjson.loads(body)
+        problem = _invalid(kind, request)
+        if problem is not None:  # what a real engine answers to a malformed request
+            error = orjson.dumps(_error(problem, "invalid_request_error", 400))
+            await send({"type": "http.response.start", "status": 400, "headers": _json_headers(error)})
+            await send({"type": "http.response.body", "body": error})
+            record.status, record.outcome, record.ended_s = 400, "failed", self._clock()
+            record.done.set()
+            return
         try:
             if self.behaviour.ttft_s == 0 and self.behaviour.itl_s == 0:
                 await exchange.run(kind, request)  # instant: nothing to cancel
@@ -200,6 +208,26 @@ class FakeEngine:
     def cached_tokens(self, request: dict[str, Any]) -> int | None:
         learned = self.kv.learn(request) if self.kv is not None else None
         return learned if learned is not None else self.behaviour.cached_tokens
+
+
+def _invalid(kind: str, request: Any) -> str | None:
+    """The few shape checks a real engine makes before generating, as a message, or None."""
+    if not isinstance(request, dict):
+        return "the body must be a JSON object"
+    needs = {"chat": ("messages", list), "completion": ("prompt", (str, list)), "embedding": ("input", (str, list))}
+    field, kinds = needs.get(kind, (None, object))
+    # Lenient about a missing field (tests send bare bodies), strict about a wrong type.
+    if field is not None and field in request and not isinstance(request[field], kinds):
+        return f"'{field}' is of the wrong type"
+    if kind == "chat" and not all(isinstance(m, dict) for m in request.get("messages", [])):
+        return "'messages' must hold objects"
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = request.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return f"'{name}' must be a positive integer"
+    if not isinstance(request.get("stream", False), bool | None):
+        return "'stream' must be a boolean"
+    return None
 
 
 class _Exchange:
