@@ -255,6 +255,10 @@ class RouterConfig(_Frozen):
         default=300.0, description="longest silence from a worker: before its first byte, or between chunks"
     )
     retries: Annotated[int, Field(ge=0, le=5)] = 1
+    queue_size: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=64, description="requests per model that wait in the router when its workers are full; then 503"
+    )
+    queue_wait_s: Annotated[float, Field(gt=0)] = Field(default=60.0, description="longest wait in that queue")
     breaker_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=3, description="failed answers in a row that eject an endpoint until a health check passes"
     )

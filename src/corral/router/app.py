@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from corral.config import ModelConfig, StackConfig, Task
+from corral.config import LOCAL_ENGINES, ModelConfig, StackConfig, Task
 from corral.errors import (
     APIError,
     ContextLengthError,
@@ -32,6 +32,7 @@ from corral.errors import (
 )
 from corral.metrics import RouterMetrics
 from corral.protocol.fields import ENDPOINT_TASKS, parse_json_object, routing_fields
+from corral.router.admission import ModelQueue
 from corral.router.asgi import (
     ClientDisconnected,
     Receive,
@@ -91,6 +92,7 @@ class RouterApp:
         self._transport: Transport | None = None
         self.pool: EndpointPool | None = None
         self._proxy: Proxy | None = None
+        self._queues: dict[str, ModelQueue] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -125,6 +127,11 @@ class RouterApp:
                 await transport.aclose()
             raise
         self.pool = pool
+        self._queues = {
+            model.name: ModelQueue(model.name, _capacity(pool, model), queue_size=config.queue_size,
+                                   wait_s=config.queue_wait_s)
+            for model in self._models.models
+        }
         models = [model.name for model in self._models.models]
         self._meter.watch(pool, models)
         self.routing.selfcheck.on_outcome = self._meter.prediction
@@ -221,11 +228,26 @@ class RouterApp:
         if grant is not None:
             ctx.routing.response_headers = grant.headers
         try:
-            await self.routing.prepare(ctx)
-            await proxy.forward(ctx, body, raw_headers, receive, send)
+            await self._send_on(ctx, body, raw_headers, receive, send, proxy)
         finally:
             if grant is not None:
                 grant.release(ctx.routing.used_tokens)
+
+    async def _send_on(
+        self, ctx: RequestContext, body: bytes, raw_headers: Any, receive: Receive, send: Send, proxy: Proxy
+    ) -> None:
+        """Wait for room at the model's workers (or 503), then route and forward."""
+        queue = self._queues[ctx.model]
+        try:
+            await queue.enter()
+        except APIError as exc:
+            self._meter.refused(ctx.model, exc.status)
+            raise
+        try:
+            await self.routing.prepare(ctx)
+            await proxy.forward(ctx, body, raw_headers, receive, send)
+        finally:
+            queue.leave()
 
     async def _ready(self, send: Send) -> None:
         if self.pool is None:
@@ -253,6 +275,14 @@ class RouterApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _capacity(pool: EndpointPool, model: ModelConfig) -> Callable[[], int]:
+    """What the model's healthy endpoints hold at once (0: unknown, e.g. vLLM: no limit)."""
+    per_endpoint = model.queue_size + 1 if model.engine in LOCAL_ENGINES else 0
+    if per_endpoint == 0:
+        return lambda: 0
+    return lambda: per_endpoint * sum(1 for endpoint in pool.endpoints(model.name) if endpoint.healthy)
 
 
 def _max_tokens(data: dict[str, Any]) -> object:
