@@ -318,11 +318,11 @@ class LlamaCppEngine:
         self._remember(job)
 
     def _remember(self, job: _Job) -> None:
-        """After the response: store the prompt's prefix, report the blocks held."""
+        """After the response: store what the context evaluated, report the blocks held."""
         if self._llama is None:
             return
         try:
-            self._prefix.remember(self._llama, job.prompt)
+            self._prefix.remember(self._llama)
         except Exception:
             logger.exception("could not keep the prompt prefix on %s", self._model.name)
 

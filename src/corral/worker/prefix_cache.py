@@ -8,8 +8,9 @@ thread, around each generation:
   tokens with the prompt; when it beats what the context already shares, load it (see
   :mod:`corral.worker.seq_state`) so that ``generate()`` prefills only the rest. Returns
   the prompt tokens taken from the KV cache, store hits included.
-- :meth:`~PrefixCache.remember` (after the response is finished): copy the KV of the prompt
-  prefix, rounded down to a block, into the store (unless it is shorter than
+- :meth:`~PrefixCache.remember` (after the response is finished): copy the KV of what the
+  context evaluated -- the prompt and the answer, so a conversation's next turn prefills only
+  its new message -- rounded down to a block, into the store (unless it is shorter than
   ``min_tokens`` or already held), and report the blocks held: those of the context
   (prompt and generated tokens) and those of every stored prefix.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 from llama_cpp import Llama
 
 from corral.config import PrefixStoreConfig
@@ -80,11 +80,11 @@ class PrefixCache:
         )
         return cached
 
-    def remember(self, llama: Llama, prompt: Sequence[int]) -> None:
-        """Store the prompt's block-aligned prefix if worth it; report the blocks held."""
+    def remember(self, llama: Llama) -> None:
+        """Store the evaluated tokens' block-aligned prefix if worth it; report the blocks held."""
         evaluated = llama.input_ids[: llama.n_tokens]
         in_context = self.hashes(evaluated.tolist())
-        state = self._capture(llama, prompt, in_context)
+        state = self._capture(llama, in_context)
         with self._events.recording() as ledger:
             ledger.hold(CONTEXT, in_context)
             if state is not None:
@@ -110,20 +110,17 @@ class PrefixCache:
                 ledger.release(("store", entry.key))
             self._update_sizes()
 
-    def _capture(
-        self, llama: Llama, prompt: Sequence[int], in_context: list[int]
-    ) -> SeqState | None:
-        """The KV of the prompt's block-aligned prefix, if it should be stored."""
-        blocks = min(len(prompt) // self._block_size, len(in_context))
+    def _capture(self, llama: Llama, in_context: list[int]) -> SeqState | None:
+        """The KV of everything the context evaluated (the prompt and the answer generated
+        so far), block-aligned, if it should be stored: the next turn of a conversation
+        repeats both, so it prefills only its new message (vLLM caches generated blocks too)."""
+        blocks = len(in_context)
         n_tokens = blocks * self._block_size
         if n_tokens < self._min_tokens or self._store.capacity_bytes == 0:
             return None
         if self._store.holds(in_context[blocks - 1]):
             self._store.longest_match(in_context[:blocks])  # a use: keep it fresh
             return None
-        evaluated = llama.input_ids[:n_tokens]
-        if not np.array_equal(evaluated, np.asarray(prompt[:n_tokens], dtype=evaluated.dtype)):
-            return None  # the context does not hold this prompt (a failed generation)
         return capture_prefix(llama, n_tokens)
 
     def _drop(self, key: int) -> None:
