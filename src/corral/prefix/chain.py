@@ -6,22 +6,17 @@ chain incrementally instead: a :class:`Chain` is the state after some tokens (th
 full block's hash, and the tokens of the block not yet full); :meth:`Chain.extend` adds
 a piece's tokens. What a piece adds depends only on that state and the piece, so it is
 cached with the piece (:class:`Continuation`): a repeated history costs dictionary
-lookups, not hashing. The construction is ``block_hashes``' own (blake2b-64 of the parent
-hash and the block's int32 tokens, little-endian); ``tests/prefix/test_chain.py`` checks
+lookups, not hashing. The hashing itself is ``corral.prefix.hashing``'s (``token_bytes``,
+``chain_blocks``), shared with ``block_hashes``; ``tests/prefix/test_chain.py`` checks
 that both give the same hashes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from array import array
 from typing import NamedTuple
 
-from corral.prefix.hashing import root_hash
-
-_DIGEST_BYTES = 8
-_BIG_ENDIAN = sys.byteorder == "big"
+from corral.prefix.hashing import chain_blocks, root_hash, token_bytes
 
 
 class Continuation(NamedTuple):
@@ -55,19 +50,10 @@ class Chain:
 
     def continuation(self, tokens: array[int]) -> Continuation:
         """What ``tokens`` would add to the chain as it stands (does not change it)."""
-        raw = _int32_bytes(tokens)
-        data = self._pending + raw
-        width = self.block_size * 4
-        full = len(data) // width * width
-        parent = self.parent
-        hashes: list[int] = []
-        for start in range(0, full, width):
-            digest = hashlib.blake2b(
-                parent.to_bytes(_DIGEST_BYTES, "little") + data[start : start + width],
-                digest_size=_DIGEST_BYTES,
-            ).digest()
-            parent = int.from_bytes(digest, "little")
-            hashes.append(parent)
+        data = self._pending + token_bytes(tokens)
+        full = len(data) // (self.block_size * 4) * (self.block_size * 4)
+        hashes = chain_blocks(self.parent, data[:full], self.block_size)
+        parent = hashes[-1] if hashes else self.parent
         return Continuation(tuple(hashes), parent, data[full:], len(tokens))
 
     def apply(self, step: Continuation) -> None:
@@ -77,18 +63,10 @@ class Chain:
         self.tokens += step.tokens
 
     def extend(self, tokens: array[int]) -> None:
-        pending = self._pending + _int32_bytes(tokens)
+        pending = self._pending + token_bytes(tokens)
         if len(pending) < self.block_size * 4:  # no block completed: nothing to hash
             self._pending = pending
             self.tokens += len(tokens)
             return
         self.apply(self.continuation(tokens))
 
-
-def _int32_bytes(tokens: array[int]) -> bytes:
-    if tokens.typecode != "i":
-        tokens = array("i", tokens)
-    if _BIG_ENDIAN:  # hash the same bytes on every machine
-        tokens = array("i", tokens)
-        tokens.byteswap()
-    return tokens.tobytes()

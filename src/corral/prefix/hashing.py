@@ -26,6 +26,25 @@ def root_hash(seed: str) -> int:
     return _digest(b"corral-prefix-v1\0" + seed.encode("utf-8"))
 
 
+def token_bytes(tokens: Sequence[int]) -> bytes:
+    """Token ids as the hashed bytes: int32, little-endian (int32 holds every vocabulary we serve)."""
+    packed = tokens if isinstance(tokens, array) and tokens.typecode == "i" else array("i", tokens)
+    if sys.byteorder == "big":  # hash the same bytes on every machine
+        packed = array("i", packed)
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def chain_blocks(parent: int, raw: bytes, block_size: int) -> list[int]:
+    """Hashes of the full blocks of ``raw`` (token_bytes), chained on from ``parent``."""
+    width = block_size * 4
+    hashes: list[int] = []
+    for start in range(0, len(raw) // width * width, width):
+        parent = _digest(parent.to_bytes(_DIGEST_BYTES, "little") + raw[start : start + width])
+        hashes.append(parent)
+    return hashes
+
+
 def block_hashes(
     tokens: Sequence[int], *, block_size: int, seed: str, limit: int | None = None
 ) -> list[int]:
@@ -35,17 +54,7 @@ def block_hashes(
     count = len(tokens) // block_size
     if limit is not None:
         count = min(count, limit)
-    packed = array("i", tokens[: count * block_size])  # int32 holds every vocabulary we serve
-    if sys.byteorder == "big":  # hash the same bytes on every machine
-        packed.byteswap()
-    raw = packed.tobytes()
-    width = block_size * 4
-    parent = root_hash(seed)
-    hashes: list[int] = []
-    for start in range(0, count * width, width):
-        parent = _digest(parent.to_bytes(_DIGEST_BYTES, "little") + raw[start : start + width])
-        hashes.append(parent)
-    return hashes
+    return chain_blocks(root_hash(seed), token_bytes(tokens[: count * block_size]), block_size)
 
 
 def text_block_hashes(text: str, *, block_chars: int, seed: str) -> list[int]:
