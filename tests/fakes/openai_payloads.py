@@ -21,8 +21,9 @@ def pieces(tag: str, count: int) -> list[str]:
 def prompt_tokens(request: dict[str, Any]) -> int:
     """A crude token count: whitespace-separated words of the prompt, messages or input."""
     text = request.get("prompt") or request.get("input") or ""
-    if "messages" in request:
-        text = " ".join(str(message.get("content", "")) for message in request["messages"])
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        text = " ".join(str(m.get("content", "")) if isinstance(m, dict) else "" for m in messages)
     return max(1, len(str(text).split()))
 
 
