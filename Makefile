@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STACK  ?=
 PYTEST_ARGS ?=
 # Debian packages the tests run for real (installed when missing; needs root, as on CI).
-DEB_TEST_PACKAGES ?= prometheus
+DEB_TEST_PACKAGES ?= prometheus redis-server
 
 .PHONY: up test install install-test deb-test lint clean
 

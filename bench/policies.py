@@ -90,7 +90,7 @@ def run_policy(policy: str, args: argparse.Namespace, work: Path) -> dict:
     stack_file = work / f"stack-{policy}.yaml"
     stack_text = STACK.format(policy=policy, model=MODEL)
     if args.store_bytes is not None:
-        stack_text = f"worker:\n  prefix_store: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
+        stack_text = f"cache: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
     stack_file.write_text(stack_text)
     run_dir = work / f"run-{policy}"
     log_path = work / f"up-{policy}.log"
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ready-timeout", type=float, default=600)
     parser.add_argument("--store-bytes", type=int, default=None,
-                        help="worker.prefix_store.ram_bytes (0: routing alone decides reuse)")
+                        help="cache.ram_bytes (0: routing alone decides reuse)")
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--tag", default="", help="suffix for result names, e.g. -nostore")
     args = parser.parse_args()

@@ -99,7 +99,7 @@ def measure_workers(args: argparse.Namespace) -> dict[str, list[Request]]:
     workers = {
         label: start_worker(
             args.model, args.threads, args.context_length,
-            worker_yaml=f"{{prefix_store: {{ram_bytes: {ram_bytes}}}}}",
+            cache_yaml=f"{{ram_bytes: {ram_bytes}}}",
         )
         for label, ram_bytes in sides.items()
     }

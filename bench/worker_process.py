@@ -18,12 +18,12 @@ RUN_WORKER = (
 
 
 def start_worker(
-    model: str, threads: int, context_length: int, *, worker_yaml: str = ""
+    model: str, threads: int, context_length: int, *, cache_yaml: str = ""
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """A completion worker named ``bench`` for ``model``; ``worker_yaml`` is the stack's worker section."""
+    """A completion worker named ``bench`` for ``model``; ``cache_yaml`` is the stack's cache section."""
     stack = Path(tempfile.mkstemp(suffix=".yaml")[1])
     stack.write_text(
-        (f"worker: {worker_yaml}\n" if worker_yaml else "")
+        (f"cache: {cache_yaml}\n" if cache_yaml else "")
         + "models:\n"
         f"  - {{name: bench, task: completion, engine: llamacpp, source: '{model}', "
         f"threads: {threads}, context_length: {context_length}}}\n"

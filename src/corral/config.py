@@ -103,6 +103,13 @@ class ModelConfig(_Frozen):
         default=(),
         description="base URLs of workers started outside this stack (static discovery)",
     )
+    prefill_replicas: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=0,
+        description="of `replicas`, how many only prefill (and store the KV in cache.redis); the rest decode",
+    )
+    prefill_endpoints: tuple[str, ...] = Field(
+        default=(), description="base URLs of prefill workers started outside this stack"
+    )
     vllm: VllmConfig | None = Field(default=None, description="vLLM settings, for engine vllm")
     gpu: GpuConfig | None = Field(default=None, description="GPUs per replica, for engine vllm")
 
@@ -121,7 +128,7 @@ class ModelConfig(_Frozen):
                 raise ValueError(f"alias '{alias}' must be letters, digits and . _ : / -")
         return value
 
-    @field_validator("endpoints")
+    @field_validator("endpoints", "prefill_endpoints")
     @classmethod
     def _check_endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for url in value:
@@ -136,6 +143,14 @@ class ModelConfig(_Frozen):
             raise ValueError(f"engine '{self.engine}' cannot serve task '{self.task}' (it serves: {allowed})")
         if self.replicas == 0 and not self.endpoints:
             raise ValueError("replicas is 0 and no endpoints are given: nothing would serve this model")
+        if self.prefill_replicas or self.prefill_endpoints:
+            if self.task == "embedding":
+                raise ValueError("prefill_replicas: an embedding model has no decode to split off")
+            if self.prefill_replicas >= self.replicas and not self.endpoints:
+                raise ValueError(
+                    f"prefill_replicas ({self.prefill_replicas}) must leave at least one of "
+                    f"replicas ({self.replicas}) to decode"
+                )
         for part, value in (("vllm", self.vllm), ("gpu", self.gpu)):
             if value is not None and self.engine != "vllm":
                 raise ValueError(f"{part}: applies to engine 'vllm' only (this model's engine is '{self.engine}')")
@@ -156,6 +171,11 @@ class ModelConfig(_Frozen):
     @property
     def served_names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def decode_replicas(self) -> int:
+        """Replicas that generate (all of them unless some only prefill)."""
+        return self.replicas - self.prefill_replicas
 
 
 class RoutingWeights(_Frozen):
@@ -264,22 +284,72 @@ class RouterConfig(_Frozen):
     )
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
     auth: AuthConfig = AuthConfig()
+    shared_limits: bool = Field(
+        default=False, description="count rate limits in the stack's Redis, so several router replicas share them"
+    )
     model_limits: dict[str, LimitsConfig] = Field(
         default_factory=dict, description="model name -> limits shared by all its callers"
     )
 
 
-class PrefixStoreConfig(_Frozen):
-    """A worker's RAM store of prefix KV states (llama.cpp engines), beyond its last prompt."""
+class DiskTierConfig(_Frozen):
+    """Prefix KV states in a local directory: byte-bounded, atomic writes, kept across restarts."""
 
-    ram_bytes: Annotated[int, Field(ge=0, description="0 turns the store off")] = 512 * 1024 * 1024
+    path: str = Field(default="kv-cache", description="directory; a relative path is under supervisor.run_dir")
+    max_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024**3
+
+
+class RedisTierConfig(_Frozen):
+    """Prefix KV states in the stack's Redis (``redis:``), shared by every worker of a model."""
+
+    max_bytes: Annotated[int, Field(ge=1024 * 1024)] = Field(
+        default=2 * 1024**3, description="bytes of KV states all workers together keep there (LRU)"
+    )
+    ttl_s: Annotated[float, Field(gt=0)] = Field(default=24 * 3600.0, description="a state unused this long expires")
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="slower Redis calls count as a miss: the worker recomputes"
+    )
+
+
+class CacheConfig(_Frozen):
+    """Prefix KV states kept beyond a worker's live context: RAM, then disk, then Redis.
+
+    corral's llama.cpp workers implement it; for vLLM workers the same section becomes
+    LMCache settings (`corral deploy`)."""
+
+    ram_bytes: Annotated[int, Field(ge=0, description="RAM tier per worker; 0 turns the RAM tier off")] = 512 * 1024**2
     min_tokens: Annotated[int, Field(ge=1, description="shorter prompt prefixes are not stored")] = 64
+    chunk_tokens: Annotated[int, Field(ge=1, le=65_536)] = Field(
+        default=256, description="disk and Redis keep prefixes cut at multiples of this many tokens"
+    )
+    disk: DiskTierConfig | None = Field(default=None, description="a local disk tier; absent: none")
+    redis: RedisTierConfig | None = Field(default=None, description="a shared Redis tier; absent: none")
+
+
+class RedisConfig(_Frozen):
+    """The stack's Redis: the shared KV tier and rate limits shared by router replicas.
+
+    Used only when ``cache.redis`` or ``router.shared_limits`` asks for it."""
+
+    url: str | None = Field(
+        default=None, description="redis://host:port/db of your Redis; absent: `corral up` starts redis-server"
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(default=6379, description="port of the one corral starts")
+    max_memory_bytes: Annotated[int, Field(ge=1024 * 1024)] = Field(
+        default=4 * 1024**3, description="maxmemory of the one corral starts (it evicts LRU keys past it)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^rediss?://[^/\s]+(/\d+)?$", value):
+            raise ValueError("must be redis://host:port/db (or rediss:// for TLS)")
+        return value
 
 
 class WorkerConfig(_Frozen):
     host: str = "127.0.0.1"
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
-    prefix_store: PrefixStoreConfig = PrefixStoreConfig()
 
 
 class SupervisorConfig(_Frozen):
@@ -312,6 +382,8 @@ class StackConfig(_Frozen):
     supervisor: SupervisorConfig = SupervisorConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     prefix: PrefixConfig = PrefixConfig()
+    cache: CacheConfig = CacheConfig()
+    redis: RedisConfig = RedisConfig()
     models: tuple[ModelConfig, ...]
 
     @model_validator(mode="after")
@@ -327,6 +399,21 @@ class StackConfig(_Frozen):
                     )
                 seen[served] = model.name
         return self
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> StackConfig:
+        for model in self.models:
+            if (model.prefill_replicas or model.prefill_endpoints) and self.cache.redis is None:
+                raise ValueError(
+                    f"models ({model.name}): prefill workers hand the KV to decode workers through "
+                    "the shared tier; set cache.redis"
+                )
+        return self
+
+    @property
+    def needs_redis(self) -> bool:
+        """Whether some part of the stack uses the stack's Redis."""
+        return self.cache.redis is not None or self.router.shared_limits
 
     @model_validator(mode="after")
     def _check_key_models(self) -> StackConfig:

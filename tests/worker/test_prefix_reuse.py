@@ -12,7 +12,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from tests.worker.support import RealWorker, client, post, prompt_evals, usage_of, wait_until
 
-from corral.config import ModelConfig, PrefixStoreConfig
+from corral.config import ModelConfig, CacheConfig
 from corral.prefix.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch
 from corral.prefix.hashing import block_hashes
 from corral.worker.engine import SamplingParams
@@ -171,7 +171,7 @@ async def test_a_full_store_evicts_and_the_events_follow() -> None:
         }
     )
     # Room for one ~100-token prefix of SmolLM2 (23 KB per token), not two.
-    engine = LlamaCppEngine(model, store=PrefixStoreConfig(ram_bytes=3_000_000, min_tokens=32))
+    engine = LlamaCppEngine(model, cache=CacheConfig(ram_bytes=3_000_000, min_tokens=32))
     await engine.start()
     held: set[int] = set()
     try:

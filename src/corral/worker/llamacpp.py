@@ -33,7 +33,7 @@ from typing import Any
 import llama_cpp.llama_cpp as llama_lib
 from llama_cpp import Llama
 
-from corral.config import ModelConfig, PrefixConfig, PrefixStoreConfig
+from corral.config import ModelConfig, PrefixConfig, CacheConfig
 from corral.errors import (
     APIError,
     ContextLengthError,
@@ -125,7 +125,7 @@ class LlamaCppEngine:
         *,
         files: ModelFiles | None = None,
         prefix: PrefixConfig | None = None,
-        store: PrefixStoreConfig | None = None,
+        cache: CacheConfig | None = None,
     ) -> None:
         self._model = model
         self._files = files
@@ -134,7 +134,7 @@ class LlamaCppEngine:
         self._prefix = PrefixCache(
             model=model.name,
             block_size=block_size,
-            config=store or PrefixStoreConfig(),
+            config=cache or CacheConfig(),
             events=self._events,
         )
         self._queue: BoundedFifo[_Job] = BoundedFifo(model.queue_size)

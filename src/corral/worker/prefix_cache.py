@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from llama_cpp import Llama
 
-from corral.config import PrefixStoreConfig
+from corral.config import CacheConfig
 from corral.prefix.hashing import block_hashes
 from corral.worker.kv_events import KVEventLog
 from corral.worker.llama_model import cached_prefix, common_prefix
@@ -44,7 +44,7 @@ class PrefixCache:
     """The store and the reporting around one llama.cpp context (engine thread only)."""
 
     def __init__(
-        self, *, model: str, block_size: int, config: PrefixStoreConfig, events: KVEventLog
+        self, *, model: str, block_size: int, config: CacheConfig, events: KVEventLog
     ) -> None:
         self._seed = model
         self._block_size = block_size

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from corral.config import ModelConfig, PrefixConfig, StackConfig, WorkerConfig
+from corral.config import ModelConfig, StackConfig
 from corral.errors import ConfigError
 from corral.metrics import WorkerMetrics
 from corral.serving import DrainingServer, server_config
@@ -27,27 +27,25 @@ from corral.worker.llamacpp import LlamaCppEngine
 logger = logging.getLogger(__name__)
 
 #: Engine kind (ModelConfig.engine) -> the engine that hosts it in this process,
-#: given the model, the worker settings and the stack's prefix identity.
-ENGINES: dict[str, Callable[[ModelConfig, WorkerConfig, PrefixConfig], Engine]] = {
-    "llamacpp": lambda model, worker, prefix: LlamaCppEngine(
-        model, prefix=prefix, store=worker.prefix_store
+#: given the model and the stack it belongs to (prefix identity, cache tiers).
+ENGINES: dict[str, Callable[[ModelConfig, StackConfig | None], Engine]] = {
+    "llamacpp": lambda model, stack: LlamaCppEngine(
+        model,
+        prefix=stack.prefix if stack else None,
+        cache=stack.cache if stack else None,
     ),
-    "onnx-embed": lambda model, worker, prefix: OnnxEmbeddingEngine(model),
+    "onnx-embed": lambda model, stack: OnnxEmbeddingEngine(model),
 }
 
 
-def create_engine(
-    model: ModelConfig,
-    worker: WorkerConfig | None = None,
-    prefix: PrefixConfig | None = None,
-) -> Engine:
+def create_engine(model: ModelConfig, stack: StackConfig | None = None) -> Engine:
     factory = ENGINES.get(model.engine)
     if factory is None:
         raise ConfigError(
             f"models ({model.name}).engine: '{model.engine}' does not run in a corral worker "
             f"(it runs: {', '.join(ENGINES)})"
         )
-    return factory(model, worker or WorkerConfig(), prefix or PrefixConfig())
+    return factory(model, stack)
 
 
 class _WorkerServer(DrainingServer):
@@ -82,7 +80,7 @@ def serve(
         failures.append(exc)
         server.should_exit = True
 
-    engine = create_engine(model, stack.worker, stack.prefix)
+    engine = create_engine(model, stack)
     metrics = WorkerMetrics(CollectorRegistry(), model=model.name)
     app = create_app(model, engine, metrics=metrics, on_load_failure=on_load_failure)
     config = server_config(app, host=host, port=port, drain_timeout_s=stack.worker.drain_timeout_s)
