@@ -78,6 +78,15 @@ class RouterMetrics:
             "corral_router_cache_predictions_total", "Per request: did prediction and reuse agree.",
             ["model", "outcome"], registry=registry,
         )
+        self.prefills = Counter(
+            "corral_router_prefills_total",
+            "Disaggregated prefills: ok, failed or no_endpoint (the decode worker prefilled itself).",
+            ["model", "outcome"], registry=registry,
+        )
+        self.prefill_duration = Histogram(
+            "corral_router_prefill_duration_seconds", "Time a prefill worker took to prefill and store a prompt.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=registry,
+        )
 
 
     def watch_endpoints(self, snapshot: Callable[[], Iterable[EndpointState]]) -> None:

@@ -43,12 +43,13 @@ from corral.router.asgi import (
     send_error,
 )
 from corral.router.auth import ApiKey, Authenticator
-from corral.router.discovery.base import Discovery
+from corral.router.discovery.base import PREFILL_POOL_SUFFIX, Discovery, prefill_pool
 from corral.router.discovery.static import StaticDiscovery
 from corral.router.limits import RateLimiter, reserve_tokens
 from corral.router.metering import RouterMeter
 from corral.router.models import ModelTable
 from corral.router.pool import EndpointPool
+from corral.router.prefill import Prefiller
 from corral.router.proxy import Proxy
 from corral.router.routing.base import Policy, RequestContext
 from corral.router.routing.service import RoutingService
@@ -85,7 +86,8 @@ class RouterApp:
             {key.name: key.limits for key in stack.router.auth.keys},
             {stack.model(name).name: limits for name, limits in stack.router.model_limits.items()},
         )
-        self.routing = RoutingService(stack, rng=rng or random.Random(), policy=policy)
+        self._rng = rng or random.Random()
+        self.routing = RoutingService(stack, rng=self._rng, policy=policy)
         self._discovery = discovery or StaticDiscovery(stack.models)
         self._owns_discovery = discovery is None
         self._given_transport = transport
@@ -109,8 +111,9 @@ class RouterApp:
             idle_timeout_s=config.idle_timeout_s,
         )
         self._transport = transport
+        split = [model.name for model in self._models.models if model.prefill_replicas or model.prefill_endpoints]
         pool = EndpointPool(
-            (model.name for model in self._models.models),
+            [*(model.name for model in self._models.models), *(prefill_pool(name) for name in split)],
             self._discovery,
             transport,
             interval_s=config.health_interval_s,
@@ -142,6 +145,7 @@ class RouterApp:
             retries=config.retries,
             observer=self.routing.selfcheck,
             meter=self._meter,
+            prefiller=Prefiller(pool, transport, self._meter, models=split, rng=self._rng) if split else None,
         )
         logger.info(
             "router ready to route %d models (%s policy)",
@@ -253,7 +257,8 @@ class RouterApp:
         if self.pool is None:
             missing = [model.name for model in self._models.models]
         else:
-            missing = self.pool.models_without_healthy_endpoint()
+            # A model whose prefill workers are all down still answers (its decode workers prefill).
+            missing = [name for name in self.pool.models_without_healthy_endpoint() if PREFILL_POOL_SUFFIX not in name]
         if missing:
             body = {"ready": False, "models_without_healthy_endpoint": missing}
             await send_bytes(send, 503, orjson.dumps(body), headers=[(b"retry-after", b"1")])

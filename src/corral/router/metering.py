@@ -99,6 +99,12 @@ class RouterMeter:
     def upstream_error(self, model: str, endpoint: str, kind: str) -> None:
         self.metrics.upstream_errors.labels(model, endpoint, kind).inc()
 
+    def prefilled(self, model: str, outcome: str, duration_s: float) -> None:
+        """A disaggregated prefill ended (see :mod:`corral.router.prefill`)."""
+        self.metrics.prefills.labels(model, outcome).inc()
+        if outcome == "ok":
+            self.metrics.prefill_duration.labels(model).observe(duration_s)
+
     def prediction(self, model: str, outcome: str, predicted: int, actual: int | None) -> None:
         """The self-check's verdict (the actual tokens are counted with every response)."""
         metrics = self.metrics

@@ -29,6 +29,7 @@ from corral.router.asgi import Receive, Send, send_error
 from corral.router.endpoint import Endpoint
 from corral.router.metering import RouterMeter
 from corral.router.pool import EndpointPool
+from corral.router.prefill import Prefiller
 from corral.router.routing.base import Policy, RequestContext
 from corral.router.transport.base import (
     ConnectError,
@@ -102,7 +103,9 @@ class Proxy:
         retries: int,
         observer: ResponseObserver | None = None,
         meter: RouterMeter | None = None,
+        prefiller: Prefiller | None = None,
     ) -> None:
+        self._prefiller = prefiller
         self._pool = pool
         self._policy = policy
         self._transport = transport
@@ -144,6 +147,8 @@ class Proxy:
         watch: DisconnectWatch,
         started_s: float,
     ) -> None:
+        if self._prefiller is not None and self._prefiller.handles(ctx.model):
+            await self._prefiller.prefill(ctx, headers)
         try:
             opened = await self._open(ctx, body, headers)
         except APIError as exc:
