@@ -45,6 +45,47 @@ _GPU_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _QUANTIZATION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
+SpeculativeMethod = Literal["ngram", "draft", "eagle", "eagle3"]
+
+
+class SpeculativeConfig(_Frozen):
+    """Speculative decoding for a vLLM model (vLLM's --speculative-config).
+
+    ``ngram``: proposals looked up in the prompt itself (``prompt_lookup_min`` ..
+    ``prompt_lookup_max`` tokens), no extra model. ``draft``: a small model of the same
+    vocabulary proposes (``model``). ``eagle`` / ``eagle3``: an EAGLE head trained for the
+    target model proposes (``model``)."""
+
+    method: SpeculativeMethod
+    num_speculative_tokens: Annotated[int, Field(ge=1, le=64)] = Field(
+        description="tokens proposed per step"
+    )
+    model: str | None = Field(
+        default=None, description="draft model or EAGLE head (hub id or path); for draft, eagle and eagle3"
+    )
+    prompt_lookup_max: Annotated[int | None, Field(ge=1, le=1024)] = Field(
+        default=None, description="longest n-gram looked up in the prompt (ngram); None: vLLM's default"
+    )
+    prompt_lookup_min: Annotated[int | None, Field(ge=1, le=1024)] = Field(
+        default=None, description="shortest n-gram looked up in the prompt (ngram); None: vLLM's default"
+    )
+
+    @model_validator(mode="after")
+    def _check_method(self) -> SpeculativeConfig:
+        if self.method == "ngram":
+            if self.model is not None:
+                raise ValueError("model: method 'ngram' proposes from the prompt and takes no model")
+            low, high = self.prompt_lookup_min, self.prompt_lookup_max
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"prompt_lookup_min ({low}) must not exceed prompt_lookup_max ({high})")
+        else:
+            if self.model is None:
+                raise ValueError(f"model: method '{self.method}' needs the draft model or EAGLE head to load")
+            if self.prompt_lookup_max is not None or self.prompt_lookup_min is not None:
+                raise ValueError("prompt_lookup_min/max: apply to method 'ngram' only")
+        return self
+
+
 class VllmConfig(_Frozen):
     """How a vLLM replica is started (`vllm serve` flags) when corral deploys it, e.g. as
     written by `corral plan --emit`. The model's ``context_length`` is vLLM's --max-model-len."""
@@ -56,6 +97,24 @@ class VllmConfig(_Frozen):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     max_num_seqs: Annotated[int | None, Field(ge=1, le=65_536)] = None
     enable_prefix_caching: bool = True
+    speculative: SpeculativeConfig | None = Field(default=None, description="speculative decoding; absent: none")
+    kv_events_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=5557, description="port of vLLM's ZMQ KV event publisher (the router's kv policy subscribes)"
+    )
+    kv_events_replay_port: Annotated[int | None, Field(ge=1, le=65535)] = Field(
+        default=5558, description="port of its replay socket (missed batches are asked for again); None: no replay"
+    )
+    lmcache: bool | None = Field(
+        default=None,
+        description="LMCache for the cache section's tiers; None: on when cache.disk or cache.redis is set "
+        "or the model has prefill workers",
+    )
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> VllmConfig:
+        if self.kv_events_replay_port is not None and self.kv_events_replay_port == self.kv_events_port:
+            raise ValueError(f"kv_events_replay_port ({self.kv_events_replay_port}) must differ from kv_events_port")
+        return self
 
     @field_validator("quantization")
     @classmethod
@@ -89,7 +148,9 @@ class ModelConfig(_Frozen):
     engine: EngineKind
     source: str = Field(description="a file path, or a packaged model name (see corral.sources)")
     tokenizer: str | None = Field(
-        default=None, description="tokenizer.json for an onnx-embed file source (packaged ones know theirs)"
+        default=None,
+        description="tokenizer.json for an onnx-embed file source (packaged ones know theirs); for a vllm "
+        "model routed by `kv`, a GGUF file with its vocabulary and chat template (the router tokenizes)",
     )
     replicas: Annotated[int, Field(ge=0, le=64)] = 1
     threads: Annotated[int, Field(ge=1, le=256)] = 1
@@ -241,6 +302,26 @@ class LimitsConfig(_Frozen):
     concurrent_requests: Annotated[int, Field(ge=1)] | None = None
 
 
+class RedisLimitsConfig(_Frozen):
+    """How rate limits counted in the stack's Redis (``router.shared_limits``) behave."""
+
+    on_error: Literal["local", "open", "closed"] = Field(
+        default="local",
+        description="while Redis cannot be reached: local (each router counts on its own: fail-open, "
+        "bounded), open (no limit), closed (refuse with 503)",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.25, description="longest wait for Redis per check; slower counts as unreachable"
+    )
+    retry_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="after a failure, how long the router leaves Redis alone before trying again"
+    )
+    lease_ttl_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="a concurrency slot of a router that died frees itself after this long (live ones renew)",
+    )
+
+
 class ApiKeyConfig(_Frozen):
     """One API key, stored as the hex SHA-256 of the key (`corral` never keeps the key)."""
 
@@ -261,6 +342,83 @@ class AuthConfig(_Frozen):
     """When any key is configured, every OpenAI endpoint needs ``Authorization: Bearer <key>``."""
 
     keys: tuple[ApiKeyConfig, ...] = ()
+
+
+
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY_RE = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE_RE = re.compile(rf"^({_LABEL_NAME})?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class KubernetesDiscoveryConfig(_Frozen):
+    """The router finds its workers by watching pods through the Kubernetes API.
+
+    It watches pods labelled ``app.kubernetes.io/name=corral-worker`` that carry a
+    ``corral.dev/model`` label (plus ``selector``) in one namespace; a pod's model is its
+    ``corral.dev/model-name`` annotation, its pool its ``corral.dev/role`` label. Where the
+    API is: ``api_url`` (e.g. ``kubectl proxy``, or a test server), else ``kubeconfig``,
+    else the pod's own service account (in-cluster)."""
+
+    kind: Literal["kubernetes"] = Field(default="kubernetes", description="the only kind besides static (absent)")
+    namespace: str | None = Field(
+        default=None, description="namespace of the worker pods; absent: the router pod's own (or the kubeconfig context's)"
+    )
+    selector: dict[str, str] = Field(
+        default_factory=dict, description="extra labels the worker pods must carry (e.g. app.kubernetes.io/instance)"
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8000, description="worker port when the pod names no container port 'http'"
+    )
+    api_url: str | None = Field(default=None, description="the API server's base URL; absent: kubeconfig or in-cluster")
+    kubeconfig: str | None = Field(default=None, description="kubeconfig file for a router outside the cluster")
+    context: str | None = Field(default=None, description="kubeconfig context; absent: its current-context")
+    token_file: str | None = Field(default=None, description="bearer token file for api_url")
+    ca_file: str | None = Field(default=None, description="CA bundle for an https api_url")
+    service_account_dir: str = Field(
+        default="/var/run/secrets/kubernetes.io/serviceaccount",
+        description="in-cluster: token, ca.crt and namespace of the router's service account",
+    )
+    watch_timeout_s: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=300, description="the API server ends each watch after this long; the router resumes it"
+    )
+    retry_s: Annotated[float, Field(gt=0, le=60)] = Field(default=0.5, description="first wait after an API error")
+    retry_max_s: Annotated[float, Field(gt=0, le=600)] = Field(default=10.0, description="longest wait between retries")
+    sync_timeout_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0, description="how long router startup waits for the first pod list"
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL_RE.match(value):
+            raise ValueError("must be a Kubernetes namespace name: lower-case letters, digits and -, at most 63")
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _check_selector(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            if not _LABEL_KEY_RE.match(key):
+                raise ValueError(f"'{key}' is not a Kubernetes label key")
+            if not _LABEL_VALUE_RE.match(label):
+                raise ValueError(f"label '{key}': '{label}' is not a Kubernetes label value")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str | None) -> str | None:
+        if value is not None and not _URL_RE.match(value):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _check_source(self) -> KubernetesDiscoveryConfig:
+        if self.api_url is not None and self.kubeconfig is not None:
+            raise ValueError("give api_url or kubeconfig, not both")
+        if self.retry_max_s < self.retry_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s}) is below retry_s ({self.retry_s})")
+        return self
 
 
 class RouterConfig(_Frozen):
@@ -287,8 +445,15 @@ class RouterConfig(_Frozen):
     shared_limits: bool = Field(
         default=False, description="count rate limits in the stack's Redis, so several router replicas share them"
     )
+    redis_limits: RedisLimitsConfig = Field(
+        default=RedisLimitsConfig(), description="timeouts, leases and the outage behaviour of shared_limits"
+    )
     model_limits: dict[str, LimitsConfig] = Field(
         default_factory=dict, description="model name -> limits shared by all its callers"
+    )
+    discovery: KubernetesDiscoveryConfig | None = Field(
+        default=None,
+        description="where workers are: absent, the models' endpoints (static); kind: kubernetes, watch worker pods",
     )
 
 
@@ -374,6 +539,200 @@ class PrefixConfig(_Frozen):
     block_size: Annotated[int, Field(ge=1, le=4096)] = 16
 
 
+_QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P|m)?$")
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+_AWS_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+
+
+class DeployConfig(_Frozen):
+    """How `corral deploy render` lays the stack out on Kubernetes (EKS or on-prem).
+
+    Unused by `corral up`. Per-model GPU needs stay in each model's ``gpu`` and ``vllm``
+    sections (written by `corral plan --emit`); this section holds what is per cluster."""
+
+    namespace: str = Field(default="corral", description="namespace of every rendered object")
+    kubernetes_version: str = Field(
+        default="1.33", pattern=r"^1\.[0-9]{2}$",
+        description="the cluster's Kubernetes minor version: eksctl's cluster version, and the schemas "
+        "the rendered manifests are validated against",
+    )
+    image: str = Field(default="corral:0.1.0", description="the corral image the router runs (built from this repository)")
+    vllm_image: str = Field(
+        default="vllm/vllm-openai:v0.11.0",
+        description="the vLLM image the workers run; with cache tiers it must have LMCache installed "
+        "(e.g. lmcache/vllm-openai)",
+    )
+    redis_image: str = Field(default="redis:7.4-alpine", description="image of the Redis corral deploys (no redis.url)")
+    router_replicas: Annotated[int, Field(ge=2, le=100)] = Field(
+        default=2, description="router replicas at least (two or more: the router must survive a node)"
+    )
+    router_max_replicas: Annotated[int, Field(ge=2, le=100)] = Field(
+        default=4, description="router replicas at most (a HorizontalPodAutoscaler on CPU between the two)"
+    )
+    router_cpu_utilization: Annotated[int, Field(ge=10, le=100)] = Field(
+        default=70, description="CPU use (% of the request) the router autoscaler aims at"
+    )
+    router_cpu: str = Field(default="1", description="CPU request of a router pod (Kubernetes quantity)")
+    router_memory: str = Field(default="1Gi", description="memory request and limit of a router pod")
+    ingress_class: str | None = Field(
+        default=None, description="IngressClass of an Ingress in front of the router (alb, nginx, ...); "
+        "absent, and no ingress_host: no Ingress"
+    )
+    ingress_host: str | None = Field(default=None, description="host name the Ingress serves; absent: any")
+    ingress_tls_secret: str | None = Field(default=None, description="TLS Secret for ingress_host; absent: plain HTTP")
+    ingress_annotations: dict[str, str] = Field(
+        default_factory=dict, description="annotations for the Ingress controller (e.g. streaming timeouts)"
+    )
+    storage_class: str | None = Field(
+        default=None, description="StorageClass of the model cache volumes; absent: the cluster's default"
+    )
+    model_cache: Literal["per-pod", "shared"] = Field(
+        default="per-pod",
+        description="per-pod: each worker pod gets its own volume (ReadWriteOnce, e.g. EBS) and downloads the "
+        "weights; shared: one ReadWriteMany volume per model (e.g. EFS, NFS) that every replica reuses",
+    )
+    model_cache_size: str = Field(default="200Gi", description="size of a model cache volume")
+    shm_size: str = Field(default="16Gi", description="size of the shared-memory volume at /dev/shm of a vLLM pod")
+    gpu_node_label: str | None = Field(
+        default="corral.dev/gpu",
+        description="on-prem: node label whose value names the GPU (the model's gpu.type, or gpu_label_values); "
+        "absent: select GPU nodes by gpu_node_selector only",
+    )
+    gpu_label_values: dict[str, str] = Field(
+        default_factory=dict,
+        description="gpu.type -> value of gpu_node_label, e.g. h100: NVIDIA-H100-80GB-HBM3 with "
+        "gpu_node_label nvidia.com/gpu.product (GPU feature discovery)",
+    )
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="more node labels every GPU pod requires (both targets)"
+    )
+    gpu_taint_key: str = Field(
+        default="nvidia.com/gpu", description="taint of the GPU nodes that vLLM pods tolerate (NoSchedule)"
+    )
+    gpus_per_node: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=8, description="on-prem: GPUs in one node; a replica needing more spans nodes (LeaderWorkerSet)"
+    )
+    worker_startup_timeout_s: Annotated[int, Field(ge=60, le=86_400)] = Field(
+        default=1800, description="how long a vLLM pod may take to download and load its model before it is restarted"
+    )
+    prestop_sleep_s: Annotated[int, Field(ge=0, le=300)] = Field(
+        default=10, description="a pod keeps serving this long after it is told to stop, so routers and "
+        "Services stop sending it requests before it drains"
+    )
+    autoscaling: bool = Field(
+        default=True, description="scale vLLM replicas on their queue (KEDA ScaledObject; needs KEDA)"
+    )
+    worker_max_replicas: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=4, description="replicas per model (and role) at most; the model's replicas are the least"
+    )
+    queue_target: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="requests waiting per vLLM replica (vllm:num_requests_waiting) to scale at"
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        description="Prometheus that KEDA asks for the queue metrics",
+    )
+    monitoring: bool = Field(
+        default=True, description="render ServiceMonitors, a PrometheusRule and Grafana dashboards "
+        "(needs the Prometheus operator)"
+    )
+    monitoring_labels: dict[str, str] = Field(
+        default_factory=lambda: {"release": "kube-prometheus-stack"},
+        description="labels your Prometheus selects ServiceMonitors and rules by",
+    )
+    monitoring_namespace: str = Field(
+        default="monitoring", description="namespace of Prometheus (allowed to scrape the workers)"
+    )
+    hf_token_secret: str = Field(
+        default="hf-token", description="Secret with key 'token': the Hugging Face token for gated models (optional)"
+    )
+    api_keys_secret: str = Field(
+        default="corral-api-keys",
+        description="Secret with key 'keys' for the router's CORRAL_API_KEYS (name:key,...; optional)",
+    )
+    worker_api_key_secret: str | None = Field(
+        default=None,
+        description="Secret with key 'api-key' that vLLM requires (VLLM_API_KEY); absent: workers accept "
+        "requests from the router's pods only (NetworkPolicy)",
+    )
+    eks_cluster_name: str = Field(default="corral", description="EKS: the cluster eksctl creates")
+    eks_region: str = Field(default="us-east-1", description="EKS: AWS region")
+    eks_gpu_zone: str | None = Field(
+        default=None, description="EKS: availability zone of the GPU node groups (where capacity is); "
+        "absent: eksctl chooses"
+    )
+    eks_system_instance_type: str = Field(
+        default="m6i.xlarge", description="EKS: instance type of the node group for the router, Redis and operators"
+    )
+    eks_system_nodes: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=2, description="EKS: nodes in the system node group (2 or more spread the routers)"
+    )
+    eks_gpu_volume_gib: Annotated[int, Field(ge=20, le=16_384)] = Field(
+        default=500, description="EKS: root volume of a GPU node, GiB (images and caches)"
+    )
+
+    @field_validator("namespace", "monitoring_namespace", "hf_token_secret", "api_keys_secret",
+                     "worker_api_key_secret", "eks_cluster_name", "ingress_tls_secret")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL_RE.match(value):
+            raise ValueError("must be a Kubernetes name: lower-case letters, digits and -, at most 63")
+        return value
+
+    @field_validator("image", "vllm_image", "redis_image")
+    @classmethod
+    def _check_image(cls, value: str) -> str:
+        if not _IMAGE_RE.match(value):
+            raise ValueError("must be a container image reference such as vllm/vllm-openai:v0.11.0")
+        return value
+
+    @field_validator("router_cpu", "router_memory", "model_cache_size", "shm_size")
+    @classmethod
+    def _check_quantity(cls, value: str) -> str:
+        if not _QUANTITY_RE.match(value):
+            raise ValueError("must be a Kubernetes quantity such as 500m, 2, 16Gi")
+        return value
+
+    @field_validator("gpu_node_label", "gpu_taint_key")
+    @classmethod
+    def _check_label_key(cls, value: str | None) -> str | None:
+        if value is not None and not _LABEL_KEY_RE.match(value):
+            raise ValueError(f"'{value}' is not a Kubernetes label key")
+        return value
+
+    @field_validator("gpu_label_values", "gpu_node_selector", "monitoring_labels")
+    @classmethod
+    def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            if not _LABEL_KEY_RE.match(key):
+                raise ValueError(f"'{key}' is not a Kubernetes label key")
+            if not _LABEL_VALUE_RE.match(label):
+                raise ValueError(f"label '{key}': '{label}' is not a Kubernetes label value")
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _check_prometheus_url(cls, value: str) -> str:
+        if not _URL_RE.match(value):
+            raise ValueError(f"'{value}' is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("eks_region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if not _AWS_REGION_RE.match(value):
+            raise ValueError("must be an AWS region such as us-east-1")
+        return value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> DeployConfig:
+        if self.router_max_replicas < self.router_replicas:
+            raise ValueError(
+                f"router_max_replicas ({self.router_max_replicas}) is below router_replicas ({self.router_replicas})"
+            )
+        return self
+
+
 class StackConfig(_Frozen):
     """A whole stack: the router, the worker defaults, the supervisor and the models."""
 
@@ -384,6 +743,9 @@ class StackConfig(_Frozen):
     prefix: PrefixConfig = PrefixConfig()
     cache: CacheConfig = CacheConfig()
     redis: RedisConfig = RedisConfig()
+    deploy: DeployConfig = Field(
+        default=DeployConfig(), description="how `corral deploy render` lays the stack out on Kubernetes"
+    )
     models: tuple[ModelConfig, ...]
 
     @model_validator(mode="after")

@@ -11,11 +11,11 @@ vLLM workers expose ``vllm:*`` names instead; docs/observability.md maps them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,13 @@ class RouterMetrics:
         self.cache_predictions = Counter(
             "corral_router_cache_predictions_total", "Per request: did prediction and reuse agree.",
             ["model", "outcome"], registry=registry,
+        )
+        # Rate limits shared through Redis (router.shared_limits).
+        self.shared_limits_errors = Counter(
+            "corral_router_shared_limits_errors_total",
+            "Rate-limit calls Redis did not answer, by what the router did: local, open or closed "
+            "(a request decided without Redis), release or renew (its counts left to expire).",
+            ["action"], registry=registry,
         )
         self.prefills = Counter(
             "corral_router_prefills_total",
@@ -178,3 +185,78 @@ class WorkerMetrics:
         self.model_load = Gauge(
             "corral_worker_model_load_seconds", "How long the model took to load.", labels, registry=registry,
         ).labels(model)
+
+    # -- KV cache tiers (RAM, disk, Redis), read from the engine at scrape time -------------
+
+    def watch_kv_tiers(self, read: Callable[[], Iterable[KVTierReading]]) -> None:
+        """corral_worker_kv_tier_* per tier, from ``read`` (the engine's tier stats)."""
+        self.registry.register(_KVTierCollector(self.model, read))
+
+
+class KVTierReading(Protocol):
+    """One tier's counters (corral.worker.kvstore.stats.TierStats has these fields)."""
+
+    @property
+    def tier(self) -> str: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def hit_tokens(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def stored(self) -> int: ...
+    @property
+    def evicted(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+
+
+class _KVTierCollector(Collector):
+    """corral_worker_kv_tier_{hits,hit_tokens,misses,stores,evictions,errors}_total, _bytes, _entries."""
+
+    _COUNTERS = (
+        ("hits", "hits", "Prompts whose prefix KV was loaded from this tier."),
+        ("hit_tokens", "hit_tokens", "Prompt tokens not prefilled thanks to this tier."),
+        ("misses", "misses", "Lookups in this tier that found nothing it served."),
+        ("stores", "stored", "Prefix states written to this tier."),
+        ("evictions", "evicted", "Prefix states dropped from this tier to stay within its bound."),
+    )
+
+    def __init__(self, model: str, read: Callable[[], Iterable[KVTierReading]]) -> None:
+        self._model = model
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families([])
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(list(self._read()))
+
+    def _families(self, tiers: list[KVTierReading]) -> Iterator[Metric]:
+        labels = ["model", "tier"]
+        for name, field, help_text in self._COUNTERS:
+            counter = CounterMetricFamily(f"corral_worker_kv_tier_{name}", help_text, labels=labels)
+            for tier in tiers:
+                counter.add_metric([self._model, tier.tier], getattr(tier, field))
+            yield counter
+        errors = CounterMetricFamily(
+            "corral_worker_kv_tier_errors", "Tier faults by kind: corrupt, incompatible, rejected, "
+            "unavailable, read, write, dropped (each a recompute or a state not kept, never a failed request).",
+            labels=["model", "tier", "kind"],
+        )
+        for tier in tiers:
+            for kind, count in sorted(tier.errors.items()):
+                errors.add_metric([self._model, tier.tier, kind], count)
+        yield errors
+        held = GaugeMetricFamily("corral_worker_kv_tier_bytes", "Bytes of prefix KV held in this tier.", labels=labels)
+        entries = GaugeMetricFamily("corral_worker_kv_tier_entries", "Prefix states held in this tier.", labels=labels)
+        for tier in tiers:
+            held.add_metric([self._model, tier.tier], tier.nbytes)
+            entries.add_metric([self._model, tier.tier], tier.entries)
+        yield held
+        yield entries

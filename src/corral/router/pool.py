@@ -3,7 +3,9 @@
 Health is kept two ways. Actively, a background task asks discovery for the current
 endpoints and sends ``GET {url}/health`` to each every ``interval_s`` (200 means healthy).
 Passively, the proxy calls :meth:`EndpointPool.eject` when it cannot connect, which marks
-the endpoint unhealthy at once, until a later health check succeeds.
+the endpoint unhealthy at once, until a later health check succeeds. With an
+``engine_load`` reader, a vLLM endpoint's ``/metrics`` is read after each passing check
+(``Endpoint.engine_load``, for the load scorer).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from corral.router.discovery.base import Discovery
 from corral.router.endpoint import Endpoint
+from corral.router.engine_load import EngineLoadReader
 from corral.router.transport.base import Transport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -32,14 +35,17 @@ class EndpointPool:
         interval_s: float,
         timeout_s: float,
         breaker_failures: int = 3,
+        engine_load: EngineLoadReader | None = None,
     ) -> None:
         self._breaker_failures = breaker_failures
+        self._engine_load = engine_load
         self._by_model: dict[str, tuple[Endpoint, ...]] = {model: () for model in models}
         self._discovery = discovery
         self._transport = transport
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
 
     def endpoints(self, model: str) -> tuple[Endpoint, ...]:
         """The model's current endpoints, healthy or not (an immutable snapshot)."""
@@ -95,6 +101,11 @@ class EndpointPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def wake(self) -> None:
+        """Discovery saw a change: take its view now and check only the new endpoints
+        (a watching discovery calls this, so changes need not wait for the next round)."""
+        self._woken.set()
+
     async def refresh(self) -> None:
         """One round: take discovery's current view, then check every endpoint's health."""
         self._sync(await self._discovery.endpoints())
@@ -102,21 +113,34 @@ class EndpointPool:
         await asyncio.gather(*(self._check(endpoint) for endpoint in everything))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._interval_s
         while True:
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), max(0.0, due - loop.time()))
             try:
-                await self.refresh()
+                if self._woken.is_set():
+                    self._woken.clear()
+                    new = self._sync(await self._discovery.endpoints())
+                    await asyncio.gather(*(self._check(endpoint) for endpoint in new))
+                if loop.time() >= due:
+                    due = loop.time() + self._interval_s
+                    await self.refresh()
             except Exception:
                 logger.exception("health round failed; trying again in %.1f s", self._interval_s)
 
-    def _sync(self, discovered: Mapping[str, tuple[str, ...]]) -> None:
+    def _sync(self, discovered: Mapping[str, tuple[str, ...]]) -> list[Endpoint]:
+        """Take discovery's view; returns the endpoints it added."""
+        added: list[Endpoint] = []
         for model, current in self._by_model.items():
             urls = discovered.get(model, ())
             if tuple(endpoint.url for endpoint in current) == urls:
                 continue
             known = {endpoint.url: endpoint for endpoint in current}
             self._by_model[model] = tuple(known.get(url) or Endpoint(url, model) for url in urls)
+            added += [endpoint for endpoint in self._by_model[model] if endpoint.url not in known]
             logger.info("model %s: endpoints now %s", model, ", ".join(urls) or "none")
+        return added
 
     async def _check(self, endpoint: Endpoint) -> None:
         try:
@@ -130,10 +154,13 @@ class EndpointPool:
                 await response.aclose()
         except TransportError as exc:
             self._mark(endpoint, healthy=False, reason=exc.message)
+            endpoint.engine_load = None
             return
         self._mark(
             endpoint, healthy=response.status == 200, reason=f"/health answered {response.status}"
         )
+        if self._engine_load is not None:  # vLLM endpoints: their own load, from /metrics
+            await self._engine_load.update(endpoint)
 
     def _mark(self, endpoint: Endpoint, *, healthy: bool, reason: str) -> None:
         if healthy and not endpoint.healthy:

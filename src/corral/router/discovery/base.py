@@ -20,7 +20,11 @@ class Discovery(Protocol):
     generate, :func:`prefill_pool` of it for its prefill-only workers (if any).
 
     Implementations may watch something (a Kubernetes API, the supervisor) in their own
-    background task; :meth:`endpoints` must then return their latest view quickly.
+    background task; :meth:`endpoints` must then return their latest view quickly. Such an
+    implementation should also take an ``on_change`` callback (no arguments, called on the
+    event loop) and call it whenever its view changes: the router wires it to
+    :meth:`~corral.router.pool.EndpointPool.wake`, so a change reaches the pool at once
+    rather than at the next health round.
     """
 
     async def endpoints(self) -> Mapping[str, tuple[str, ...]]: ...
