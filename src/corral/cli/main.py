@@ -8,6 +8,7 @@ import typer
 
 from corral import __version__
 from corral.cli import bench, models, observability, plan, router, top, up, worker
+from corral.cli import deploy as deploy_cli
 
 app = typer.Typer(
     name="corral",
@@ -41,6 +42,7 @@ app.command("plan")(plan.plan)
 app.command("top")(top.top)
 app.command("observability")(observability.observability)
 app.add_typer(bench.app, name="bench")
+app.add_typer(deploy_cli.app, name="deploy")
 
 
 def main() -> None:
