@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from corral.router.engine_load import EngineLoad
+
 
 @dataclass(slots=True, eq=False)
 class Endpoint:
@@ -24,3 +26,5 @@ class Endpoint:
     last_error: str | None = None
     #: Failed answers in a row (5xx, broken streams); the circuit breaker opens at a limit.
     consecutive_failures: int = 0
+    #: What the engine itself reported at the last health round (vLLM's /metrics); None: unknown.
+    engine_load: EngineLoad | None = None

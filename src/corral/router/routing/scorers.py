@@ -1,6 +1,7 @@
 """Scorers: how good each candidate is for a request, in 0..1.
 
-    LeastLoadedScorer   fewest in-flight requests (min..max spread over 1..0)
+    LeastLoadedScorer   fewest in-flight requests (min..max spread over 1..0), plus what
+                        a vLLM engine reports beyond them (router/engine_load.py)
     QueueScorer         fewest prompt tokens still to prefill, counted at pick time
     PrefixScorer        share of the prompt's blocks the endpoint holds (llm-d: matched / total)
     SessionScorer       the endpoint this session was last sent to
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from corral.prefix.index import PrefixIndex
 from corral.router.endpoint import Endpoint
+from corral.router.engine_load import extra_load
 from corral.router.routing.base import RequestContext
 
 
@@ -31,10 +33,11 @@ def _spread(loads: Sequence[float]) -> list[float]:
 
 
 class LeastLoadedScorer:
-    """1.0 for the fewest in-flight requests, falling linearly to 0.0 for the most."""
+    """1.0 for the fewest in-flight requests, falling linearly to 0.0 for the most. Where
+    an engine reports its own load (vLLM's metrics), :func:`extra_load` is added."""
 
     def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
-        return _spread([endpoint.in_flight for endpoint in candidates])
+        return _spread([endpoint.in_flight + extra_load(endpoint) for endpoint in candidates])
 
 
 class QueueScorer:

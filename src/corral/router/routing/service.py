@@ -3,6 +3,7 @@
     RoutingService(stack)      checks the routing config against the models
       .start(pool, transport)  loads the tokenizers ``kv`` needs (in threads), builds one
                                policy per model, follows the workers' KV events
+                               (corral workers over SSE, vLLM over ZMQ)
       .policy                  what the proxy calls (one Policy, dispatching by model)
       .selfcheck               predicted vs reported cached tokens (a ResponseObserver)
       .aclose()                stops the event followers and the tokenizer threads
@@ -31,6 +32,7 @@ from corral.router.routing.registry import PolicyParts, build_policy
 from corral.router.routing.scorers import SessionTable
 from corral.router.selfcheck import SelfCheck
 from corral.router.transport.base import Transport
+from corral.router.vllm_kv_events import VllmKVEventSubscriber, vllm_target
 
 if TYPE_CHECKING:
     from corral.prefix.tokenizer import PromptTokenizer
@@ -57,6 +59,7 @@ class RoutingService:
         self.policy: Policy | None = None
         self.tokenizers: dict[str, PromptTokenizer] = {}
         self.subscriber: KVEventSubscriber | None = None
+        self.vllm_subscriber: VllmKVEventSubscriber | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -80,6 +83,16 @@ class RoutingService:
         self.policy = ModelPolicies(
             {model.name: self._build(model) for model in self._stack.models}
         )
+        vllm_models = [model for model in kv_models if model.engine == "vllm"]
+        kv_models = [model for model in kv_models if model.engine != "vllm"]
+        if vllm_models:
+            self.vllm_subscriber = VllmKVEventSubscriber(
+                self.index,
+                lambda: [vllm_target(e.url, m) for m in vllm_models for e in pool.endpoints(m.name)],
+                block_size=self._stack.prefix.block_size,
+                sync_interval_s=self._stack.router.health_interval_s,
+            )
+            self.vllm_subscriber.start()
         if kv_models:
             kv_names = [model.name for model in kv_models]
             self.subscriber = KVEventSubscriber(
@@ -104,6 +117,9 @@ class RoutingService:
         if self.subscriber is not None:
             await self.subscriber.aclose()
             self.subscriber = None
+        if self.vllm_subscriber is not None:
+            await self.vllm_subscriber.aclose()
+            self.vllm_subscriber = None
         executor, self._executor = self._executor, None
         if executor is not None:  # no tokenization may be running when the vocabularies go
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
@@ -137,8 +153,10 @@ class RoutingService:
             self._config.tokenizer_threads, thread_name_prefix="corral-tokenize"
         )
         for model in models:
+            # a vLLM model's source is for vLLM (a hub id): its GGUF vocabulary is `tokenizer`
+            source = model.tokenizer if model.engine == "vllm" and model.tokenizer else model.source
             tokenizer = await asyncio.to_thread(
-                PromptTokenizer.load, model.source, cache_bytes=self._config.tokenizer_cache_bytes
+                PromptTokenizer.load, source, cache_bytes=self._config.tokenizer_cache_bytes
             )
             self.tokenizers[model.name] = tokenizer
             logger.info(
@@ -160,9 +178,16 @@ class RoutingService:
         for model in stack.models:
             if routing.policy_for(model.name) != "kv" or model.task == "embedding":
                 continue
-            if model.engine != "llamacpp":
+            if model.engine not in ("llamacpp", "vllm"):
                 raise ConfigError(
                     f"router.routing: model '{model.name}' cannot use the 'kv' policy: it needs "
-                    f"corral workers (engine: llamacpp), not engine '{model.engine}'; give it "
-                    "another policy under router.routing.models"
+                    f"corral workers (engine: llamacpp) or vLLM, not engine '{model.engine}'; give "
+                    "it another policy under router.routing.models"
+                )
+            if model.engine == "vllm" and model.tokenizer is None and not model.source.endswith(".gguf"):
+                raise ConfigError(
+                    f"router.routing: model '{model.name}' cannot use the 'kv' policy without "
+                    "`tokenizer`: the router tokenizes prompts as vLLM does, from a GGUF file with "
+                    "the model's vocabulary and chat template; give it one, or another policy "
+                    "under router.routing.models"
                 )
