@@ -4,6 +4,7 @@
     GET  /v1/models, /v1/models/{name}   every model and alias
     GET  /health                         the process is up
     GET  /ready                          200 when every model has a healthy endpoint, else 503
+    GET  /openapi.json                   the OpenAPI 3.1 description (router/openapi.py)
 
 A raw ASGI app rather than a framework: the hot path is a dict lookup, a bounded body
 read, an orjson parse of the routing fields, the policy's ``prepare`` (prefix-aware
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -44,12 +45,16 @@ from corral.router.asgi import (
 )
 from corral.router.auth import ApiKey, Authenticator
 from corral.router.discovery.base import PREFILL_POOL_SUFFIX, Discovery, prefill_pool
+from corral.router.discovery.kubernetes import KubernetesDiscovery
 from corral.router.discovery.static import StaticDiscovery
-from corral.router.limits import RateLimiter, reserve_tokens
+from corral.router.engine_load import EngineLoadReader
+from corral.router.limits import create_limiter, reserve_tokens
 from corral.router.metering import RouterMeter
 from corral.router.models import ModelTable
+from corral.router.openapi import openapi_document
 from corral.router.pool import EndpointPool
 from corral.router.prefill import Prefiller
+from corral.router.prompt_length import PromptLengthCheck
 from corral.router.proxy import Proxy
 from corral.router.routing.base import Policy, RequestContext
 from corral.router.routing.service import RoutingService
@@ -82,13 +87,16 @@ class RouterApp:
         self._meter = RouterMeter(self.metrics)
         self._models = ModelTable(stack.models, created=int(wall_clock()))
         self._auth = Authenticator(stack.router.auth, stack.models)
-        self._limits = RateLimiter(
-            {key.name: key.limits for key in stack.router.auth.keys},
-            {stack.model(name).name: limits for name, limits in stack.router.model_limits.items()},
+        self._stack = stack
+        self._openapi_json: bytes | None = None
+        self._prompts = PromptLengthCheck(stack.models)
+        self._limits = create_limiter(
+            stack, lambda action: self.metrics.shared_limits_errors.labels(action).inc()
         )
         self._rng = rng or random.Random()
         self.routing = RoutingService(stack, rng=self._rng, policy=policy)
-        self._discovery = discovery or StaticDiscovery(stack.models)
+        self._wake_pool: Callable[[], None] | None = None
+        self._discovery = discovery or _discovery_for(stack, on_change=self._discovery_changed)
         self._owns_discovery = discovery is None
         self._given_transport = transport
         self._transport: Transport | None = None
@@ -119,11 +127,17 @@ class RouterApp:
             interval_s=config.health_interval_s,
             timeout_s=config.connect_timeout_s,
             breaker_failures=config.breaker_failures,
+            engine_load=EngineLoadReader(
+                transport, _vllm_pools(self._models.models, split), timeout_s=config.connect_timeout_s
+            ),
         )
+        self._wake_pool = pool.wake
         try:
             await pool.start()
             policy = await self.routing.start(pool, transport)
+            await self._prompts.start(self.routing.tokenizers)
         except BaseException:
+            await self._prompts.aclose()
             await self.routing.aclose()
             await pool.aclose()
             if self._given_transport is None:
@@ -155,6 +169,9 @@ class RouterApp:
 
     async def shutdown(self) -> None:
         self._proxy = None
+        self._wake_pool = None
+        await self._limits.aclose()
+        await self._prompts.aclose()  # before routing closes the tokenizers they share
         await self.routing.aclose()
         if self.pool is not None:
             await self.pool.aclose()
@@ -164,6 +181,10 @@ class RouterApp:
         if self._transport is not None and self._given_transport is None:
             await self._transport.aclose()
         self._transport = None
+
+    def _discovery_changed(self) -> None:
+        if self._wake_pool is not None:
+            self._wake_pool()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -177,6 +198,9 @@ class RouterApp:
                 await send_bytes(send, 200, b'{"status":"ok"}')
             elif path == "/ready":
                 await self._ready(send)
+            elif path == "/openapi.json":
+                _require_method(scope, "GET")
+                await send_bytes(send, 200, self._openapi())
             elif path == "/metrics":
                 _require_method(scope, "GET")
                 await send_bytes(send, 200, generate_latest(self.metrics.registry),
@@ -212,6 +236,7 @@ class RouterApp:
         self._auth.authorize(key, model.name)
         try:
             _check_max_tokens(model, data)
+            await self._prompts.check(model, path, data, _positive_int(_max_tokens(data)))
         except APIError as exc:
             self._meter.refused(model.name, exc.status)
             raise
@@ -223,7 +248,7 @@ class RouterApp:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
         ctx = RequestContext(model.name, task, path, data, fields.user, headers)
         try:
-            grant = self._limits.admit(
+            grant = await self._limits.acquire(
                 key.name if key else None, model.name, reserve_tokens(body, _max_tokens(data))
             )
         except APIError as exc:
@@ -252,6 +277,12 @@ class RouterApp:
             await proxy.forward(ctx, body, raw_headers, receive, send)
         finally:
             queue.leave()
+
+    def _openapi(self) -> bytes:
+        """The OpenAPI description (router/openapi.py), built on first request."""
+        if self._openapi_json is None:
+            self._openapi_json = orjson.dumps(openapi_document(self._stack))
+        return self._openapi_json
 
     async def _ready(self, send: Send) -> None:
         if self.pool is None:
@@ -282,6 +313,19 @@ class RouterApp:
                 return
 
 
+def _discovery_for(stack: StackConfig, *, on_change: Callable[[], None]) -> Discovery:
+    """``router.discovery``: watch pods through the Kubernetes API, or the stack's endpoints."""
+    if stack.router.discovery is not None:
+        return KubernetesDiscovery(stack.router.discovery, stack.models, on_change=on_change)
+    return StaticDiscovery(stack.models)
+
+
+def _vllm_pools(models: Sequence[ModelConfig], split: list[str]) -> list[str]:
+    """The pools of vLLM replicas, whose own load the pool reads from their /metrics."""
+    names = [model.name for model in models if model.engine == "vllm"]
+    return [*names, *(prefill_pool(name) for name in names if name in split)]
+
+
 def _capacity(pool: EndpointPool, model: ModelConfig) -> Callable[[], int]:
     """What the model's healthy endpoints hold at once (0: unknown, e.g. vLLM: no limit)."""
     per_endpoint = model.queue_size + 1 if model.engine in LOCAL_ENGINES else 0
@@ -292,6 +336,10 @@ def _capacity(pool: EndpointPool, model: ModelConfig) -> Callable[[], int]:
 
 def _max_tokens(data: dict[str, Any]) -> object:
     return data.get("max_completion_tokens") or data.get("max_tokens")
+
+
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _check_max_tokens(model: ModelConfig, data: dict[str, Any]) -> None:
@@ -329,7 +377,8 @@ def create_app(
     """The router for ``stack``.
 
     By default the app opens its own aiohttp client at startup, discovers the endpoints
-    listed in the stack file and routes with ``stack.router.routing.policy``. Tests (and
+    listed in the stack file (or, with ``router.discovery``, watches worker pods through the
+    Kubernetes API) and routes with ``stack.router.routing.policy``. Tests (and
     embedders) may inject a ``transport`` (e.g. an in-memory
     :class:`~corral.router.transport.asgi_transport.ASGITransport`; the caller then owns
     it), a ``discovery``, a ``policy``, the ``rng`` for tie-breaking and the ``wall_clock``

@@ -6,6 +6,12 @@ against all of them at once. Tokens are reserved at admission (an estimate of th
 prompt plus ``max_tokens``) and reconciled with the worker's ``usage`` when the response
 ends. Over a limit: 429 with ``Retry-After`` and OpenAI-style ``x-ratelimit-*`` headers.
 Memory is bounded by the configured keys and models and by the limits themselves.
+
+Two implementations of one interface, :class:`Limiter` (``acquire`` an :class:`Admission`,
+``release`` it when the response ends): :class:`RateLimiter` here counts in this process,
+exact for one router; :class:`~corral.router.limits_redis.RedisRateLimiter` counts in the
+stack's Redis so that several router replicas share the limits (``router.shared_limits``).
+:func:`create_limiter` picks one from the stack.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from corral.config import LimitsConfig
-from corral.errors import RateLimitError
+from corral.config import LimitsConfig, StackConfig
+from corral.errors import ConfigError, RateLimitError
 
 WINDOW_S = 60.0
 #: Bytes of a request body per prompt token, for the reservation before the worker counts.
@@ -91,6 +98,32 @@ class Grant:
                 window.adjust(entry, used_tokens)
 
 
+class Admission(Protocol):
+    """An admitted request: ``headers`` go on its response; ``release`` once it ended.
+
+    ``release`` never blocks and never raises: ``used_tokens`` (the worker's usage; None
+    keeps the reservation) reconciles the tokens reserved at admission."""
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+
+    def release(self, used_tokens: int | None) -> None: ...
+
+
+class Limiter(Protocol):
+    """Rate limits per key and per model, wherever they are counted."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def acquire(self, key: str | None, model: str, reserve_tokens: int) -> Admission | None:
+        """An admission, None when no limit applies, or RateLimitError (429); an
+        implementation that cannot count may refuse with another APIError (503)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class RateLimiter:
     """Admits or refuses requests against the limits of their key and model."""
 
@@ -103,6 +136,13 @@ class RateLimiter:
     @property
     def enabled(self) -> bool:
         return bool(self._keys or self._models)
+
+    async def acquire(self, key: str | None, model: str, reserve_tokens: int) -> Grant | None:
+        """:meth:`admit`, as the :class:`Limiter` interface asks."""
+        return self.admit(key, model, reserve_tokens)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the counts live in this object."""
 
     def admit(self, key: str | None, model: str, reserve_tokens: int) -> Grant | None:
         """A grant, None when no limit applies, or RateLimitError (429)."""
@@ -167,3 +207,25 @@ def reserve_tokens(body: bytes, max_tokens: object) -> int:
     """What a request may cost before the worker says: prompt bytes / 4 + max_tokens."""
     completion = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 0
     return len(body) // BYTES_PER_TOKEN + completion
+
+
+def create_limiter(stack: StackConfig, on_shared_error: Callable[[str], None] | None = None) -> Limiter:
+    """The stack's limiter: in this process, or in the stack's Redis with ``router.shared_limits``.
+
+    ``on_shared_error(action)`` is told each time the shared limiter could not reach Redis
+    and what it did instead (see :class:`~corral.router.limits_redis.RedisRateLimiter`).
+    """
+    keys = {key.name: key.limits for key in stack.router.auth.keys}
+    models = {stack.model(name).name: limits for name, limits in stack.router.model_limits.items()}
+    if not stack.router.shared_limits:
+        return RateLimiter(keys, models)
+    if stack.redis.url is None:
+        raise ConfigError(
+            "router.shared_limits: the router needs redis.url, the Redis its replicas share "
+            "(`corral up` fills it in when it starts redis-server)"
+        )
+    from corral.router.limits_redis import RedisRateLimiter  # imports redis
+
+    return RedisRateLimiter(
+        stack.redis.url, keys, models, config=stack.router.redis_limits, on_error=on_shared_error
+    )

@@ -1,0 +1,147 @@
+"""Prompts too long for the model's context, refused by the router before any worker.
+
+    prompt tokens + (max_tokens or 1) > context_length   ->   400 context_length_exceeded
+
+(the worker's own rule: without ``max_tokens`` it needs room for one token). Cheap rule
+first: llama.cpp never cuts a text into more tokens than it has UTF-8 bytes, plus the few
+it adds itself (BOS, EOS, SentencePiece's leading space: :data:`ADDED_TOKENS`); so when
+``bytes + ADDED_TOKENS + max_tokens`` fits, nothing is tokenized, which is almost every
+request. Otherwise the prompt is tokenized exactly as the worker will
+(:class:`~corral.prefix.tokenizer.PromptTokenizer`: the model's chat template, the same
+vocabulary and flags) on a thread of this checker, off the event loop.
+
+Only llama.cpp models have a tokenizer at the router: those routed by ``kv`` share the
+routing service's; the others load their vocabulary at startup (a vocabulary-only read).
+Where there is none (vLLM endpoints, embeddings, a source the router cannot read) the
+worker decides, as it always does anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from corral.config import ModelConfig
+from corral.errors import ContextLengthError, ModelSourceError
+from corral.prefix.prompt import TokenPrompt, read_prompt
+from corral.sources import resolve_source
+
+if TYPE_CHECKING:
+    from corral.prefix.tokenizer import PromptTokenizer
+
+logger = logging.getLogger(__name__)
+
+#: Tokens llama.cpp may add to a text beyond one per byte: BOS, EOS, a leading space.
+ADDED_TOKENS = 4
+_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+class PromptLengthCheck:
+    """Checks prompt + max_tokens against each llama.cpp model's context (:meth:`check`).
+
+    :meth:`start` finds the tokenizers; :meth:`aclose` stops the thread and closes the
+    vocabularies it loaded (not the shared ones, whose owner closes them after this)."""
+
+    def __init__(self, models: Iterable[ModelConfig]) -> None:
+        self._models = [m for m in models if m.engine == "llamacpp" and m.task in ("chat", "completion")]
+        self._tokenizers: dict[str, PromptTokenizer] = {}
+        self._owned: list[PromptTokenizer] = []
+        self._executor: ThreadPoolExecutor | None = None
+
+    def covers(self, model: str) -> bool:
+        """Whether prompts of ``model`` are checked here (it has a tokenizer)."""
+        return model in self._tokenizers
+
+    async def start(self, shared: Mapping[str, PromptTokenizer]) -> None:
+        """Use ``shared`` tokenizers (model name -> tokenizer); load the other models' vocabularies."""
+        to_load = []
+        for model in self._models:
+            if model.name in shared:
+                self._tokenizers[model.name] = shared[model.name]
+                continue
+            try:
+                resolve_source(model.source)  # cheap: is there a file to read?
+            except ModelSourceError as exc:
+                logger.info("model %s: prompt lengths are left to its workers (%s)", model.name, exc)
+                continue
+            to_load.append(model)
+        if not (to_load or self._tokenizers):
+            return
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="corral-prompt-length")
+        loaded = await asyncio.gather(*(self._load(model) for model in to_load))
+        for model, tokenizer in zip(to_load, loaded, strict=True):
+            if tokenizer is not None:
+                self._tokenizers[model.name] = tokenizer
+                self._owned.append(tokenizer)
+
+    async def _load(self, model: ModelConfig) -> PromptTokenizer | None:
+        from corral.prefix.tokenizer import PromptTokenizer  # imports llama.cpp
+
+        try:
+            return await asyncio.to_thread(PromptTokenizer.load, model.source, cache_bytes=0)
+        except ModelSourceError as exc:
+            logger.warning("model %s: no tokenizer at the router, its workers check prompt lengths: %s",
+                           model.name, exc)
+            return None
+
+    async def check(self, model: ModelConfig, path: str, body: Mapping[str, Any],
+                    max_tokens: int | None) -> None:
+        """Raise ContextLengthError (400) if the prompt and ``max_tokens`` cannot fit the
+        model's context; return at once when they surely fit or nothing here can tell."""
+        tokenizer = self._tokenizers.get(model.name)
+        if tokenizer is None or path not in _PATHS:
+            return
+        completion = max_tokens if max_tokens is not None else 1
+        budget = model.context_length - completion  # tokens the prompt may have
+        prompt = read_prompt(path, body)
+        if prompt is None or budget < 0:
+            return  # the worker names what is wrong with it; max_tokens was checked before
+        if isinstance(prompt, TokenPrompt):
+            count = len(prompt.tokens)
+        else:
+            rendered = tokenizer.render(prompt)
+            if rendered is None:
+                return  # no chat template, or one that fails: the worker says so
+            text, add_special = rendered
+            if len(text) * 4 + ADDED_TOKENS <= budget or len(text.encode()) + ADDED_TOKENS <= budget:
+                return
+            count = await self._count(tokenizer, text, add_special)
+        if count > budget:
+            raise _too_long(model, path, count, max_tokens)
+
+    async def _count(self, tokenizer: PromptTokenizer, text: str, add_special: bool) -> int:
+        loop = asyncio.get_running_loop()
+        tokens = await loop.run_in_executor(
+            self._executor, functools.partial(tokenizer.vocab.tokenize, text, add_special=add_special)
+        )
+        return len(tokens)
+
+    async def aclose(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:  # no tokenization may run when the vocabularies close
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        for tokenizer in self._owned:
+            tokenizer.close()
+        self._owned.clear()
+        self._tokenizers.clear()
+
+
+def _too_long(model: ModelConfig, path: str, count: int, max_tokens: int | None) -> ContextLengthError:
+    """The worker's own words for it."""
+    n_ctx = model.context_length
+    if max_tokens is None:
+        message = (f"this model's maximum context length is {n_ctx} tokens, but the prompt has {count} "
+                   "tokens, which leaves no room for a completion; shorten the prompt")
+    else:
+        room = n_ctx - count
+        advice = f"lower max_tokens to at most {room} or shorten the prompt" if room > 0 else "shorten the prompt"
+        message = (f"this model's maximum context length is {n_ctx} tokens; the prompt has {count} tokens "
+                   f"and max_tokens is {max_tokens} ({count + max_tokens} in total); {advice}")
+    error = ContextLengthError(message)
+    if path == "/v1/completions":
+        error.param = "prompt"
+    return error
