@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pstats
 import random
 import socket
 import subprocess
@@ -48,6 +49,11 @@ SOURCE = "smollm2-135m-instruct"  # the tokenizer of the models behind the fake 
 SERVE_ROUTER = (
     "import sys; from corral.config import load_stack; from corral.router import serve; "
     "serve(load_stack(sys.argv[1]), port=int(sys.argv[2]))"
+)
+#: The same under cProfile, writing its stats to sys.argv[3] when the router exits.
+PROFILE_ROUTER = (
+    "import cProfile, sys; from corral.config import load_stack; from corral.router import serve; "
+    "cProfile.run('serve(load_stack(sys.argv[1]), port=int(sys.argv[2]))', sys.argv[3])"
 )
 
 
@@ -336,9 +342,10 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[list[str], str, int]]:
             stack = Path(tmp) / "stack.yaml"
             stack.write_text(json.dumps(stack_file(args, engines)))
             port = free_port()
-            router = subprocess.Popen(
-                [sys.executable, "-c", SERVE_ROUTER, str(stack), str(port)], cwd=REPO, env=env
-            )
+            command = [sys.executable, "-c", SERVE_ROUTER, str(stack), str(port)]
+            if args.profile is not None:
+                command = [sys.executable, "-c", PROFILE_ROUTER, str(stack), str(port), str(args.profile)]
+            router = subprocess.Popen(command, cwd=REPO, env=env)
             started.append(router)
             routed = f"http://127.0.0.1:{port}"
             asyncio.run(wait_ready(routed))
@@ -404,6 +411,9 @@ def main() -> None:
         "--modes", choices=["json", "stream"], nargs="+", default=["json", "stream"]
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--profile", type=Path, help="run the router under cProfile; print its top functions, keep the stats here"
+    )
     args = parser.parse_args()
     args.modes = [mode == "stream" for mode in args.modes]
     if args.policy is None:
@@ -441,6 +451,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
+    if args.profile is not None:
+        pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

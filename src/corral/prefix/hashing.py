@@ -61,14 +61,17 @@ def text_block_hashes(text: str, *, block_chars: int, seed: str) -> list[int]:
     """Chained hashes of the full ``block_chars``-character blocks of ``text``.
 
     For approximate prefix routing, which needs no tokenizer: the router learns which
-    endpoint saw which text blocks from the requests it routes.
+    endpoint saw which text blocks from the requests it routes. These hashes never leave
+    the router process, so they use Python's own string hash (SipHash, salted per process)
+    instead of blake2b: about five times cheaper, which matters on the request path (an
+    8,000-character prompt is 125 blocks of 64).
     """
     if block_chars < 1:
         raise ValueError("block_chars must be >= 1")
-    parent = root_hash(seed)
+    parent = hash(("corral-text-v1", seed))
     hashes: list[int] = []
+    append = hashes.append
     for start in range(0, len(text) - block_chars + 1, block_chars):
-        chunk = text[start : start + block_chars].encode("utf-8", "surrogatepass")
-        parent = _digest(parent.to_bytes(_DIGEST_BYTES, "little") + chunk)
-        hashes.append(parent)
+        parent = hash((parent, text[start : start + block_chars]))
+        append(parent)
     return hashes

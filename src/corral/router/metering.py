@@ -10,20 +10,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from corral.metrics import EndpointState, RouterMetrics
 from corral.protocol.fields import last_int_field
 from corral.router.pool import EndpointPool
 
 
+class _ModelSeries(NamedTuple):
+    """One model's labelled children, looked up once (``labels()`` costs microseconds)."""
+
+    ttft: Any
+    itl: Any
+    duration: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    cached_tokens: Any
+
+
 class ResponseTimer:
     """One response on its way to the client: TTFT once, a gap per later chunk, then done."""
 
-    __slots__ = ("_clock", "_last_s", "_meter", "_model", "_started_s", "_streaming")
+    __slots__ = ("_clock", "_last_s", "_meter", "_model", "_series", "_started_s", "_streaming")
 
     def __init__(self, meter: RouterMeter, model: str, started_s: float, *, streaming: bool) -> None:
         self._meter = meter
         self._model = model
+        self._series = meter.series(model)
         self._started_s = started_s
         self._streaming = streaming
         self._clock = meter.clock
@@ -33,27 +46,26 @@ class ResponseTimer:
         if not self._streaming:
             return
         now = self._clock()
-        metrics = self._meter.metrics
         if self._last_s is None:
-            metrics.ttft.labels(self._model).observe(now - self._started_s)
+            self._series.ttft.observe(now - self._started_s)
         else:
-            metrics.itl.labels(self._model).observe(now - self._last_s)
+            self._series.itl.observe(now - self._last_s)
         self._last_s = now
 
     def done(self, endpoint: str, status: int, tail: bytes) -> int | None:
         """Record the response; the tokens its usage reports (prompt + completion), if any."""
-        metrics, model = self._meter.metrics, self._model
-        metrics.request_duration.labels(model).observe(self._clock() - self._started_s)
-        metrics.requests.labels(model, endpoint, str(status)).inc()
+        series = self._series
+        series.duration.observe(self._clock() - self._started_s)
+        self._meter.answered(self._model, endpoint, status)
         prompt = last_int_field(tail, b'"prompt_tokens"')
         completion = last_int_field(tail, b'"completion_tokens"')
         if prompt is not None:
-            metrics.prompt_tokens.labels(model).inc(prompt)
+            series.prompt_tokens.inc(prompt)
         if completion is not None:
-            metrics.completion_tokens.labels(model).inc(completion)
+            series.completion_tokens.inc(completion)
         cached = last_int_field(tail, b'"cached_tokens"')
         if cached is not None:
-            metrics.cached_tokens_actual.labels(model).inc(cached)
+            series.cached_tokens.inc(cached)
         return None if prompt is None else prompt + (completion or 0)
 
 
@@ -63,6 +75,30 @@ class RouterMeter:
     def __init__(self, metrics: RouterMetrics, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self.metrics = metrics
         self.clock = clock
+        self._series: dict[str, _ModelSeries] = {}
+        self._answers: dict[tuple[str, str, int], Any] = {}
+        self._decisions: dict[tuple[str, str, str], Any] = {}
+
+    def series(self, model: str) -> _ModelSeries:
+        """``model``'s per-response series (bounded: models are the stack's)."""
+        series = self._series.get(model)
+        if series is None:
+            m = self.metrics
+            series = self._series[model] = _ModelSeries(
+                m.ttft.labels(model), m.itl.labels(model), m.request_duration.labels(model),
+                m.prompt_tokens.labels(model), m.completion_tokens.labels(model),
+                m.cached_tokens_actual.labels(model),
+            )
+        return series
+
+    def answered(self, model: str, endpoint: str, status: int) -> None:
+        """Count a response; the (model, endpoint, status) children are kept, as Prometheus
+        keeps the series (endpoints come and go slowly; statuses are few)."""
+        key = (model, endpoint, status)
+        counter = self._answers.get(key)
+        if counter is None:
+            counter = self._answers[key] = self.metrics.requests.labels(model, endpoint, str(status))
+        counter.inc()
 
     def watch(self, pool: EndpointPool, models: list[str]) -> None:
         """Endpoint gauges from the pool, and a zero series per model for every counter."""
@@ -91,7 +127,11 @@ class RouterMeter:
         self.metrics.requests.labels(model, "none", str(status)).inc()
 
     def picked(self, model: str, policy: str, reason: str) -> None:
-        self.metrics.routing_decisions.labels(model, policy, reason).inc()
+        key = (model, policy, reason)
+        counter = self._decisions.get(key)
+        if counter is None:
+            counter = self._decisions[key] = self.metrics.routing_decisions.labels(model, policy, reason)
+        counter.inc()
 
     def retried(self, model: str) -> None:
         self.metrics.retries.labels(model).inc()
