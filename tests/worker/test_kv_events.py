@@ -207,6 +207,8 @@ async def test_blocks_is_the_snapshot_with_the_stores_stats() -> None:
         "hit_tokens": 0,
         "stored": 0,
         "evicted": 0,
+        "misses": 0,
+        "tiers": {},
     }
 
 

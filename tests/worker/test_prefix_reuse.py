@@ -12,7 +12,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from tests.worker.support import RealWorker, client, post, prompt_evals, usage_of, wait_until
 
-from corral.config import ModelConfig, CacheConfig
+from corral.config import CacheConfig, ModelConfig
 from corral.prefix.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch
 from corral.prefix.hashing import block_hashes
 from corral.worker.engine import SamplingParams

@@ -17,12 +17,17 @@ A worker publishes them on ``GET /v1/kv/events`` (server-sent events, one batch 
 - ``BlockStored``: the worker began to hold these blocks. ``block_hashes`` is a chain (each
   block is the parent of the next); ``parent_block_hash`` is the block before the first, or
   ``null`` when the first is the first block of a prompt. Parents are always stored first.
-- ``BlockRemoved``: the worker no longer holds these blocks anywhere. (A worker keeps one
-  count per block over everything that holds it, so a block shared by two stored prefixes
-  is removed only when the last of them goes.)
+- ``BlockRemoved``: the worker no longer holds these blocks in ``medium`` (it may still hold
+  them in another). A worker keeps one count per block and medium over everything that
+  holds it, so a block shared by two stored prefixes is removed only when the last of them
+  goes.
 - ``AllBlocksCleared``: forget every block of this worker.
 - ``medium``: where the blocks are. ``"ram"``: in the worker's memory, servable without a
-  prefill (llama.cpp's live context, or the worker's prefix store).
+  prefill (llama.cpp's live context, or the worker's prefix store). ``"disk"``: in the
+  worker's local disk tier (a file read, then no prefill). ``"redis"``: in the stack's
+  shared Redis tier, written by this worker (a network read; every worker of the model can
+  load it, but each publishes only what it wrote). A block may be held in several media at
+  once: each medium has its own ``BlockStored`` / ``BlockRemoved``.
 - ``seq`` counts batches per worker process, from 1, by one; ``ts`` is the wall clock
   (``time.time()``) when the batch was made.
 
@@ -45,6 +50,10 @@ from typing import Any
 
 #: Blocks held in the worker's memory (its live context or its RAM prefix store).
 MEDIUM_RAM = "ram"
+#: Blocks held in the worker's local disk tier (corral.worker.kvstore.disk).
+MEDIUM_DISK = "disk"
+#: Blocks this worker wrote to the stack's shared Redis tier (corral.worker.kvstore.redis_tier).
+MEDIUM_REDIS = "redis"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,15 @@
 The supervisor writes the *resolved* stack (each model's ``endpoints`` filled with the
 URLs of the workers it launches) to the run directory; the router and the workers read
 that file, so every process works from one validated config.
+
+When the stack uses Redis (``cache.redis`` or ``router.shared_limits``) without giving
+``redis.url``, a ``redis-server`` on loopback is a *service*: started before the workers,
+stopped after everything, and its URL is the resolved stack's ``redis.url``.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
 from collections.abc import Callable
@@ -26,6 +31,8 @@ class StackLayout(NamedTuple):
     router: ProcessSpec
     #: Started after the router and stopped last: Prometheus, when the stack asks for it.
     extras: tuple[ProcessSpec, ...] = ()
+    #: Started before the workers and stopped after everything: redis-server, when needed.
+    services: tuple[ProcessSpec, ...] = ()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -58,10 +65,16 @@ def plan_stack(
     *,
     allocate_port: Callable[[str], int] = free_port,
     python: str = sys.executable,
+    which: Callable[[str], str | None] = shutil.which,
 ) -> StackLayout:
     """Lay out the worker replicas and the router; write the resolved stack file."""
     _refuse_remote_replicas(stack)
+    redis = _redis_server(stack, run_dir, allocate_port, which)
+    if redis is not None:
+        stack = stack.model_copy(update={"redis": stack.redis.model_copy(update={"url": redis.ready_url})})
     run_dir.mkdir(parents=True, exist_ok=True)
+    if redis is not None:
+        (run_dir / "redis").mkdir(exist_ok=True)
     resolved_path = run_dir / "stack.resolved.yaml"
     host = stack.worker.host
     workers: list[ProcessSpec] = []
@@ -90,6 +103,8 @@ def plan_stack(
         update={
             "models": tuple(models),
             "router": stack.router.model_copy(update={"port": router_port}),
+            # Workers keep their disk KV tier under it (`corral up --run-dir` included).
+            "supervisor": stack.supervisor.model_copy(update={"run_dir": str(run_dir)}),
         }
     )
     resolved_path.write_text(dump_stack(resolved), encoding="utf-8")
@@ -102,7 +117,36 @@ def plan_stack(
         port=router_port,
     )
     extras = () if not stack.observability.prometheus else (_prometheus(resolved, run_dir, allocate_port),)
-    return StackLayout(resolved, resolved_path, tuple(workers), router, extras)
+    services = () if redis is None else (redis,)
+    return StackLayout(resolved, resolved_path, tuple(workers), router, extras, services)
+
+
+def _redis_server(
+    stack: StackConfig, run_dir: Path, allocate_port: Callable[[str], int], which: Callable[[str], str | None]
+) -> ProcessSpec | None:
+    """redis-server on loopback when the stack uses Redis and gives no URL: nothing saved to
+    disk, LRU eviction past ``redis.max_memory_bytes``; its ready_url is its redis:// URL."""
+    if not stack.needs_redis or stack.redis.url is not None:
+        return None
+    executable = which("redis-server")
+    if executable is None:
+        raise ConfigError(
+            "redis: the stack uses Redis (cache.redis or router.shared_limits) and gives no redis.url, "
+            "so `corral up` starts redis-server, which is not installed: apt-get install redis-server "
+            "(or set redis.url to a Redis you run)"
+        )
+    port = stack.redis.port or allocate_port("127.0.0.1")
+    data_dir = run_dir / "redis"
+    return ProcessSpec(
+        name="redis",
+        argv=(executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+              "--maxmemory", str(stack.redis.max_memory_bytes), "--maxmemory-policy", "allkeys-lru",
+              "--dir", str(data_dir), "--daemonize", "no", "--protected-mode", "yes"),
+        log_path=run_dir / "logs" / "redis.log",
+        ready_url=f"redis://127.0.0.1:{port}/0",
+        kind="redis",
+        port=port,
+    )
 
 
 def _prometheus(stack: StackConfig, run_dir: Path, allocate_port: Callable[[str], int]) -> ProcessSpec:

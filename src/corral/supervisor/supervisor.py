@@ -1,5 +1,8 @@
 """`corral up`: start the workers, then the router; restart crashes; drain and stop on a signal.
 
+Services the workers need (redis-server, when the stack uses Redis without a URL) start
+first and stop last; their readiness is a Redis PING rather than an HTTP probe.
+
 The shape follows uvicorn's multiprocess supervisor: signal handlers only enqueue the
 signal; one loop polls the children, dispatches signals and restarts crashed children
 with exponential backoff. Stopping is ordered: the router first (it stops accepting and
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import redis
 from rich.console import Console
 from rich.live import Live
 
@@ -61,11 +65,12 @@ class Supervisor:
         self.workers = [ManagedProcess(spec) for spec in self.layout.workers]
         self.router = ManagedProcess(self.layout.router)
         self.extras = [ManagedProcess(spec) for spec in self.layout.extras]
+        self.services = [ManagedProcess(spec) for spec in self.layout.services]
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        return [*self.workers, self.router, *self.extras]
+        return [*self.services, *self.workers, self.router, *self.extras]
 
     def run(self) -> int:
         """Run until a signal; the exit code for the CLI."""
@@ -98,6 +103,11 @@ class Supervisor:
     def _start_all(self) -> None:
         with Live(render_processes(self.processes, self._clock()), console=self._console,
                   auto_refresh=False, transient=False) as live:
+            for process in self.services:
+                process.start(self._clock())
+            self._wait_ready(self.services, live)
+            if self._interrupted():
+                return
             for process in self.workers:
                 process.start(self._clock())
             self._wait_ready(self.workers, live)
@@ -126,7 +136,7 @@ class Supervisor:
         if code is not None:
             process.finished()
             raise StartupError(process, f"exited with code {code} while starting")
-        if probe(process.spec.ready_url):
+        if is_ready(process):
             process.state = ProcessState.READY
             process.ready_at = now
         elif now > deadline:
@@ -154,7 +164,7 @@ class Supervisor:
             code = process.poll()
             if code is not None:
                 self._schedule_restart(process, code, now)
-            elif process.state is ProcessState.STARTING and probe(process.spec.ready_url):
+            elif process.state is ProcessState.STARTING and is_ready(process):
                 process.state = ProcessState.READY
                 process.ready_at = now
                 self._console.print(f"[green]{process.spec.name} is ready again[/] (pid {process.pid})")
@@ -183,7 +193,7 @@ class Supervisor:
         if not alive:
             return
         self._console.print("stopping: draining in-flight requests ...")
-        for group in ([self.router], self.workers, self.extras):
+        for group in ([self.router], self.workers, self.extras, self.services):
             self._stop_group([p for p in group if p in alive])
         self._console.print("corral stopped.")
 
@@ -203,3 +213,15 @@ class Supervisor:
                 logger.warning("%s did not stop in time; killing it", process.spec.name)
                 process.kill()
             process.finished()
+
+
+def is_ready(process: ManagedProcess) -> bool:
+    """An HTTP health probe, or a PING for redis-server (its ready_url is redis://)."""
+    url = process.spec.ready_url
+    if process.spec.kind != "redis":
+        return probe(url)
+    try:
+        with redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False

@@ -2,10 +2,13 @@
 
 The schema is :mod:`corral.prefix.events`. Three pieces, one per thread of concern:
 
-- :class:`BlockLedger` counts, per block hash, the *holders* that hold it (the live
-  llama.cpp context, each prefix-store entry). A holder holds one chain of leading blocks
-  of a prompt. A block going from 0 to 1 holders is a ``BlockStored``, from 1 to 0 a
-  ``BlockRemoved``, so a block shared by two chains is removed only when both let go.
+- :class:`BlockLedger` counts, per block hash and medium, the *holders* that hold it (the
+  live llama.cpp context and each RAM prefix-store entry in ``"ram"``, each disk file in
+  ``"disk"``, each Redis blob this worker wrote in ``"redis"``). A holder holds one chain
+  of leading blocks of a prompt, in one medium. A block going from 0 to 1 holders in a
+  medium is a ``BlockStored`` of that medium, from 1 to 0 a ``BlockRemoved`` of that medium,
+  so a block shared by two chains is removed only when both let go, and a block dropped
+  from RAM but still on disk stays known as a disk block.
 - :class:`KVEventLog` wraps the ledger for the engine thread: each ``recording()`` turns
   what changed into one numbered batch, appended under a lock to a bounded log. It never
   waits on a subscriber; it only schedules a wake-up on the event loop.
@@ -43,29 +46,37 @@ _KEEPALIVE = b": keepalive\n\n"
 
 
 class BlockLedger:
-    """Block hash -> how many holders hold it; changes become events (not thread-safe)."""
+    """(Medium, block hash) -> how many holders hold it; changes become events (not thread-safe)."""
 
     def __init__(self, *, block_size: int, medium: str = MEDIUM_RAM) -> None:
         self.block_size = block_size
+        #: The medium of holders that do not name one.
         self.medium = medium
-        self._chains: dict[Hashable, tuple[int, ...]] = {}
-        self._counts: dict[int, int] = {}
+        self._chains: dict[Hashable, tuple[str, tuple[int, ...]]] = {}
+        self._counts: dict[tuple[str, int], int] = {}
+        self._blocks: dict[int, int] = {}  # block hash -> media holding it
         self._pending: list[KVEvent] = []
 
     def __len__(self) -> int:
-        return len(self._counts)
+        """Distinct blocks held, in any medium."""
+        return len(self._blocks)
 
     def __contains__(self, block_hash: object) -> bool:
-        return block_hash in self._counts
+        return block_hash in self._blocks
 
-    def hold(self, holder: Hashable, hashes: Sequence[int]) -> None:
-        """``holder`` now holds exactly the chain ``hashes`` (and no longer its previous one)."""
+    def holds(self, block_hash: int, medium: str) -> bool:
+        return (medium, block_hash) in self._counts
+
+    def hold(self, holder: Hashable, hashes: Sequence[int], medium: str | None = None) -> None:
+        """``holder`` now holds exactly the chain ``hashes`` in ``medium`` (the ledger's
+        default when None), and no longer its previous chain."""
+        medium = self.medium if medium is None else medium
         new = tuple(hashes)
-        old = self._chains.pop(holder, ())
+        old_medium, old = self._chains.pop(holder, (medium, ()))
         if new:
-            self._chains[holder] = new
-        self._stored(new, [h for h in new if self._add(h, 1) == 1])
-        self._removed([h for h in old if self._add(h, -1) == 0])
+            self._chains[holder] = (medium, new)
+        self._stored(medium, new, [h for h in new if self._add(medium, h, 1) == 1])
+        self._removed(old_medium, [h for h in old if self._add(old_medium, h, -1) == 0])
 
     def release(self, holder: Hashable) -> None:
         self.hold(holder, ())
@@ -76,37 +87,46 @@ class BlockLedger:
         return events
 
     def snapshot(self) -> list[KVEvent]:
-        """``AllBlocksCleared``, then every held block, parents first."""
+        """``AllBlocksCleared``, then every held block per medium, parents first."""
         events: list[KVEvent] = [AllBlocksCleared()]
-        seen: set[int] = set()
-        for chain in self._chains.values():
-            fresh = [h for h in chain if h not in seen]
-            seen.update(fresh)
-            self._append_stored(events, chain, fresh)
+        seen: set[tuple[str, int]] = set()
+        for medium, chain in self._chains.values():
+            fresh = [h for h in chain if (medium, h) not in seen]
+            seen.update((medium, h) for h in fresh)
+            self._append_stored(events, medium, chain, fresh)
         return events
 
-    def _add(self, block_hash: int, delta: int) -> int:
-        count = self._counts.get(block_hash, 0) + delta
+    def _add(self, medium: str, block_hash: int, delta: int) -> int:
+        key = (medium, block_hash)
+        count = self._counts.get(key, 0) + delta
         if count:
-            self._counts[block_hash] = count
+            self._counts[key] = count
         else:
-            del self._counts[block_hash]
+            del self._counts[key]
+        if count == 0 or (count == 1 and delta == 1):  # the medium starts or stops holding it
+            media = self._blocks.get(block_hash, 0) + (1 if count else -1)
+            if media:
+                self._blocks[block_hash] = media
+            else:
+                del self._blocks[block_hash]
         return count
 
-    def _stored(self, chain: tuple[int, ...], fresh: list[int]) -> None:
-        self._append_stored(self._pending, chain, fresh)
+    def _stored(self, medium: str, chain: tuple[int, ...], fresh: list[int]) -> None:
+        self._append_stored(self._pending, medium, chain, fresh)
 
-    def _append_stored(self, out: list[KVEvent], chain: tuple[int, ...], fresh: list[int]) -> None:
+    def _append_stored(
+        self, out: list[KVEvent], medium: str, chain: tuple[int, ...], fresh: list[int]
+    ) -> None:
         if not fresh:
             return
         # Holding a block means holding its ancestors, so the fresh blocks end the chain.
         start = len(chain) - len(fresh)
         parent = chain[start - 1] if start > 0 else None
-        out.append(BlockStored(tuple(fresh), parent, self.block_size, self.medium))
+        out.append(BlockStored(tuple(fresh), parent, self.block_size, medium))
 
-    def _removed(self, gone: list[int]) -> None:
+    def _removed(self, medium: str, gone: list[int]) -> None:
         if gone:
-            self._pending.append(BlockRemoved(tuple(gone), self.medium))
+            self._pending.append(BlockRemoved(tuple(gone), medium))
 
 
 class KVEventLog:

@@ -12,7 +12,9 @@ them one sequence at a time. It drives ``Llama.generate()`` token by token, so t
   (``generate(reset=True)`` keeps the KV cache up to the first differing token) is
   kept: a repeated system prompt or conversation is not evaluated again. Beyond the
   last prompt, a RAM store keeps the KV of earlier prompts' prefixes, so users
-  interleaved on one worker do not evict each other (:mod:`corral.worker.prefix_cache`).
+  interleaved on one worker do not evict each other (:mod:`corral.worker.prefix_cache`),
+  and, when the stack's ``cache`` asks for them, a disk and a Redis tier keep more and
+  share it between workers (:mod:`corral.worker.kvstore`).
   The number of reused tokens, store hits included, is reported as
   ``usage.prompt_tokens_details.cached_tokens``;
 - the blocks of prefix KV the worker holds are published as KV events
@@ -28,12 +30,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import llama_cpp.llama_cpp as llama_lib
 from llama_cpp import Llama
 
-from corral.config import ModelConfig, PrefixConfig, CacheConfig
+from corral.config import CacheConfig, ModelConfig, PrefixConfig, SupervisorConfig
 from corral.errors import (
     APIError,
     ContextLengthError,
@@ -48,6 +51,7 @@ from corral.worker.detokenize import IncrementalDetokenizer
 from corral.worker.engine import ChatPrompt, Prompt, SamplingParams
 from corral.worker.engine_thread import EngineThread
 from corral.worker.kv_events import KVEventLog
+from corral.worker.kvstore.settings import TierPlaces, open_tiers
 from corral.worker.llama_model import LlamaVocab, check_ids, load_llama
 from corral.worker.prefix_cache import PrefixCache
 from corral.worker.prefix_store import PrefixStats
@@ -126,15 +130,25 @@ class LlamaCppEngine:
         files: ModelFiles | None = None,
         prefix: PrefixConfig | None = None,
         cache: CacheConfig | None = None,
+        places: TierPlaces | None = None,
+        sync_store: bool = False,
     ) -> None:
+        """``places``: where the disk and Redis tiers of ``cache`` live (run directory, Redis
+        URL; ConfigError if ``cache`` asks for Redis without a URL). ``sync_store``: write
+        the KV to the lower tiers before a response ends, not in the background (a prefill
+        worker, whose decode worker loads it next)."""
         self._model = model
         self._files = files
-        block_size = (prefix or PrefixConfig()).block_size
-        self._events = KVEventLog(block_size=block_size)
+        self._block_size = (prefix or PrefixConfig()).block_size
+        self._cache = cache or CacheConfig()
+        self._places = places or TierPlaces(Path(SupervisorConfig().run_dir))
+        self._places.check(self._cache)
+        self._sync_store = sync_store
+        self._events = KVEventLog(block_size=self._block_size)
         self._prefix = PrefixCache(
             model=model.name,
-            block_size=block_size,
-            config=cache or CacheConfig(),
+            block_size=self._block_size,
+            config=self._cache,
             events=self._events,
         )
         self._queue: BoundedFifo[_Job] = BoundedFifo(model.queue_size)
@@ -163,7 +177,12 @@ class LlamaCppEngine:
 
     @property
     def prefix_stats(self) -> PrefixStats:
-        return self._prefix.stats
+        """The RAM store's stats, with every tier's in ``tiers`` (any thread)."""
+        return self._prefix.snapshot()
+
+    def flush_kv_writes(self, timeout_s: float) -> bool:
+        """Wait until the background writes to the lower tiers are done (tests, benchmarks)."""
+        return self._prefix.flush(timeout_s)
 
     @property
     def llama(self) -> Llama | None:
@@ -187,7 +206,7 @@ class LlamaCppEngine:
             )
             return
         if self._llama is not None:
-            self._prefix.clear()
+            await asyncio.to_thread(self._prefix.close)
             self._llama.close()
             self._llama = None
 
@@ -219,6 +238,7 @@ class LlamaCppEngine:
                 f"model '{model.name}' has no chat template in {files.weights.name}; serve it with task: completion"
             )
         self._vocab, self._template = vocab, template
+        self._open_tiers(llama, files.weights)
         self._llama = llama
         logger.info(
             "loaded %s (%s, n_ctx=%d, threads=%d)",
@@ -227,6 +247,24 @@ class LlamaCppEngine:
             model.context_length,
             model.threads,
         )
+
+    def _open_tiers(self, llama: Llama, weights: Path) -> None:
+        """The disk and Redis tiers, once the context they must match exists."""
+        try:
+            tiers = open_tiers(
+                self._cache,
+                self._places,
+                llama=llama,
+                model_name=self._model.name,
+                weights=weights,
+                block_size=self._block_size,
+                hashes=self._prefix.hashes,
+                events=self._events,
+            )
+        except OSError as exc:
+            logger.error("no disk or Redis KV tier for %s: %s", self._model.name, exc)
+            return
+        self._prefix.use_tiers(tiers)
 
     # -- tokenization (any thread) ----------------------------------------------------
 
@@ -306,23 +344,29 @@ class LlamaCppEngine:
         """Engine thread: one generation, start to end; an error fails only this request."""
         if job.stream.cancelled:
             return
+        failure: Exception | None = None
         try:
             reason, count, cached = self._generate(job)
         except Exception as exc:
             logger.exception("generation failed on %s", self._model.name)
             if self._llama is not None:
                 self._llama.reset()  # type: ignore[no-untyped-call]  # KV cache vs input_ids
-            job.stream.fail(APIError(f"generation failed: {exc}"))
+            failure = exc
+        if self._sync_store:
+            self._remember()  # the KV is in the lower tiers before the response ends
+        if failure is not None:
+            job.stream.fail(APIError(f"generation failed: {failure}"))
         else:
             job.stream.finish(reason, count, cached)
-        self._remember(job)
+        if not self._sync_store:
+            self._remember()
 
-    def _remember(self, job: _Job) -> None:
-        """After the response: store what the context evaluated, report the blocks held."""
+    def _remember(self) -> None:
+        """Store what the context evaluated, report the blocks held."""
         if self._llama is None:
             return
         try:
-            self._prefix.remember(self._llama)
+            self._prefix.remember(self._llama, sync=self._sync_store)
         except Exception:
             logger.exception("could not keep the prompt prefix on %s", self._model.name)
 

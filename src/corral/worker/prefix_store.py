@@ -15,7 +15,8 @@ Contract:
   An entry larger than the whole capacity is refused.
 - Every result is a NamedTuple that names the entries which left, so that the caller can
   report the blocks that are gone.
-- Pure bookkeeping: no llama.cpp, no locks, no I/O. One thread (the engine's) calls it.
+- Pure bookkeeping: no llama.cpp, no locks, no I/O. One thread calls it at a time (the
+  engine's for the RAM store; the disk and Redis tiers index with it under their lock).
 
 Because hashes are chained, the blocks of a prompt that any entry holds are always a run
 of leading blocks (holding block *i* means holding its ancestors), so the longest match is
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from corral.worker.kvstore.stats import TierStats
 
 T = TypeVar("T")
 
@@ -67,9 +70,28 @@ class PrefixStats(NamedTuple):
     hit_tokens: int = 0
     stored: int = 0
     evicted: int = 0
+    #: Prompts for which the store held nothing better than the context (or a lower tier).
+    misses: int = 0
+    #: Every tier, this RAM store first ("ram", then "disk" and "redis" when configured).
+    tiers: tuple[TierStats, ...] = ()
 
-    def to_dict(self) -> dict[str, int]:
-        return self._asdict()
+    def to_dict(self) -> dict[str, Any]:
+        fields = self._asdict()
+        fields["tiers"] = {tier.tier: tier.to_dict() for tier in self.tiers}
+        return fields
+
+    def ram_tier(self) -> TierStats:
+        """The RAM store as one tier among the others."""
+        return TierStats(
+            "ram",
+            hits=self.hits,
+            hit_tokens=self.hit_tokens,
+            misses=self.misses,
+            stored=self.stored,
+            evicted=self.evicted,
+            entries=self.entries,
+            nbytes=self.nbytes,
+        )
 
 
 class PrefixStore(Generic[T]):
@@ -138,6 +160,17 @@ class PrefixStore(Generic[T]):
             self._holders.setdefault(block, set()).add(entry.key)
         self._nbytes += nbytes
         return Put(entry, tuple(removed))
+
+    def get(self, key: int) -> Entry[T] | None:
+        """The entry named ``key``, if any (not a use)."""
+        return self._entries.get(key)
+
+    def touch(self, key: int) -> bool:
+        """Count a use of the entry named ``key``; False if there is none."""
+        if key not in self._entries:
+            return False
+        self._entries.move_to_end(key)
+        return True
 
     def remove(self, key: int) -> Entry[T] | None:
         """Drop the entry named ``key``, if any."""

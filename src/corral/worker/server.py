@@ -21,18 +21,21 @@ from corral.metrics import WorkerMetrics
 from corral.serving import DrainingServer, server_config
 from corral.worker.app import create_app
 from corral.worker.embeddings import OnnxEmbeddingEngine
-from corral.worker.engine import Engine
+from corral.worker.engine import Engine, PrefixCachingEngine
+from corral.worker.kvstore.settings import TierPlaces
 from corral.worker.llamacpp import LlamaCppEngine
 
 logger = logging.getLogger(__name__)
 
 #: Engine kind (ModelConfig.engine) -> the engine that hosts it in this process,
-#: given the model and the stack it belongs to (prefix identity, cache tiers).
+#: given the model and the stack it belongs to (prefix identity, cache tiers and where
+#: they live: the run directory, the stack's Redis).
 ENGINES: dict[str, Callable[[ModelConfig, StackConfig | None], Engine]] = {
     "llamacpp": lambda model, stack: LlamaCppEngine(
         model,
         prefix=stack.prefix if stack else None,
         cache=stack.cache if stack else None,
+        places=TierPlaces.of(stack) if stack else None,
     ),
     "onnx-embed": lambda model, stack: OnnxEmbeddingEngine(model),
 }
@@ -82,6 +85,8 @@ def serve(
 
     engine = create_engine(model, stack)
     metrics = WorkerMetrics(CollectorRegistry(), model=model.name)
+    if isinstance(engine, PrefixCachingEngine):
+        metrics.watch_kv_tiers(lambda: engine.prefix_stats.tiers)
     app = create_app(model, engine, metrics=metrics, on_load_failure=on_load_failure)
     config = server_config(app, host=host, port=port, drain_timeout_s=stack.worker.drain_timeout_s)
     server = _WorkerServer(config, end_streams=app.state.end_streams)
