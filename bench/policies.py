@@ -1,7 +1,7 @@
 """Routing policies on multi-round QA: one `corral up` per policy, `corral bench` against it.
 
 Issue 4's benchmark. For each policy (round_robin, prefix, kv, then least_loaded and
-session) this writes a stack file with one chat model (SmolLM2-135M, llama.cpp, 2 replicas,
+session) this writes a stack file with one chat model (SmolLM2-135M, llama.cpp, --replicas (2),
 1 thread each, 4096 context) routed by that policy, starts ``python -m corral up`` on a free
 127.0.0.1 port, waits for ``/ready``, runs ``python -m corral bench`` (multi-round-qa, by
 default 8 users x 5 rounds, ~1k tokens of context per user by the last round), stops the
@@ -54,7 +54,7 @@ models:
     task: chat
     engine: llamacpp
     source: {model}
-    replicas: 2
+    replicas: {replicas}
     threads: 1
     context_length: 4096
 """
@@ -88,7 +88,7 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 90) -> int:
 
 def run_policy(policy: str, args: argparse.Namespace, work: Path) -> dict:
     stack_file = work / f"stack-{policy}.yaml"
-    stack_text = STACK.format(policy=policy, model=MODEL)
+    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas)
     if args.store_bytes is not None:
         stack_text = f"cache: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
     stack_file.write_text(stack_text)
@@ -196,6 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--replicas", type=int, default=2, help="chat replicas (1 thread each)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prefix-len", type=int, default=256)
     parser.add_argument("--history-len", type=int, default=512)
@@ -221,7 +222,7 @@ def main() -> None:
                              "history_len": args.history_len, "input_len": args.input_len,
                              "output_len": args.output_len, "seed": args.seed,
                              "max_concurrency": args.max_concurrency},
-                "stack": {"model": MODEL, "engine": "llamacpp", "replicas": 2, "threads": 1,
+                "stack": {"model": MODEL, "engine": "llamacpp", "replicas": args.replicas, "threads": 1,
                           "context_length": 4096, "prefix_store_ram_bytes": args.store_bytes},
                 "agreement_note": "from the router's corral_router_cache_predictions_total "
                 "(agree / (agree + over + under)), read before the stack stops",
