@@ -252,6 +252,16 @@ class RoutingWeights(_Frozen):
     load: Annotated[float, Field(ge=0)] = 1.0
     queue: Annotated[float, Field(ge=0)] = 1.0
     session: Annotated[float, Field(ge=0)] = 3.0
+    disk_hit: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.7, description="what a prefix block on the endpoint's disk tier is worth vs one in its RAM (kv)"
+    )
+    redis_hit: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.5, description="what a block in the shared Redis tier is worth to any endpoint vs one in RAM (kv)"
+    )
+
+    def medium_weights(self) -> dict[str, float]:
+        """KV event medium -> weight, for the prefix index."""
+        return {"disk": self.disk_hit, "redis": self.redis_hit}
 
 
 class RoutingConfig(_Frozen):

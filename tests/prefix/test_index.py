@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from corral.prefix.index import ENTRY_BYTES, PrefixIndex
+from corral.prefix.index import ENTRY_BYTES, SHARED_MEDIA, PrefixIndex
 
 
 def index(max_blocks: int = 1000, max_bytes: int = 1 << 30) -> PrefixIndex:
@@ -107,3 +107,34 @@ def test_memory_stays_under_the_byte_bound() -> None:
         tracemalloc.stop()
     assert len(idx) == idx.capacity
     assert max(peak, held) <= max_bytes
+
+
+def tiered_index() -> PrefixIndex:
+    return PrefixIndex(max_blocks=100, max_bytes=1 << 20, medium_weights={"disk": 0.7, "redis": 0.5},
+                       shared_media=SHARED_MEDIA)
+
+
+def test_a_lower_tier_hit_weighs_less_than_ram_and_more_than_a_miss() -> None:
+    index = tiered_index()
+    index.store("ram", [1, 2, 3], "ram")
+    index.store("disk", [1, 2, 3], "disk")
+    assert index.weighted([1, 2, 3, 4], ["ram", "disk", "none"]) == [(3, 3.0), (3, pytest.approx(2.1)), (0, 0.0)]
+    index.store("disk", [1, 2], "ram")  # in RAM too: the better medium counts
+    assert index.weighted([1, 2, 3], ["disk"]) == [(3, pytest.approx(2.7))]
+
+
+def test_blocks_in_the_shared_tier_serve_every_candidate() -> None:
+    index = tiered_index()
+    index.store("a", [1, 2, 3, 4], "redis")
+    index.store("b", [1, 2], "ram")
+    weighted = index.weighted([1, 2, 3, 4, 5], ["a", "b", "c"])
+    assert weighted == [(4, 2.0), (4, 3.0), (4, 2.0)]  # b: two in its RAM, then two from Redis
+    assert index.matched([1, 2, 3, 4, 5], ["b"]) == [2]  # a is no candidate: its Redis is unseen
+    index.remove("a", [3, 4], "redis")
+    assert index.matched([1, 2, 3, 4], ["a", "b", "c"]) == [2, 2, 2]
+
+
+def test_without_shared_media_redis_blocks_are_the_endpoints_own() -> None:
+    index = PrefixIndex(max_blocks=100, max_bytes=1 << 20)
+    index.store("a", [1, 2], "redis")
+    assert index.weighted([1, 2], ["a", "b"]) == [(2, 2.0), (0, 0.0)]

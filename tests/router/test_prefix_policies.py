@@ -11,7 +11,7 @@ import pytest
 
 from corral.config import RoutingConfig
 from corral.errors import ConfigError
-from corral.prefix.index import PrefixIndex
+from corral.prefix.index import SHARED_MEDIA, PrefixIndex
 from corral.router.endpoint import Endpoint
 from corral.router.routing import RequestContext, build_policy
 from corral.router.routing.base import Policy, PromptBlocks
@@ -221,3 +221,28 @@ async def test_prefix_policies_ignore_requests_without_a_prompt() -> None:
     endpoint = await route(policy, ctx, pool)
     assert endpoint in pool and ctx.routing.predicted_cached_tokens is None
     assert Counter(e.in_flight for e in pool) == Counter({1: 1, 0: 1})
+
+
+def test_the_kv_policy_prefers_a_ram_hit_to_a_disk_hit_to_a_miss() -> None:
+    config = RoutingConfig()
+    index = PrefixIndex(max_blocks=1000, max_bytes=1 << 20, medium_weights=config.weights.medium_weights(),
+                        shared_media=SHARED_MEDIA)
+    pool = endpoints(3)
+    index.store(pool[1].url, range(1, 9), "disk")
+    index.store(pool[2].url, range(1, 9), "ram")
+    scorer = PrefixScorer(index, learn=False)
+    scores = scorer.score(with_blocks(range(1, 9)), pool)
+    assert scores[0] == 0.0 < scores[1] < scores[2] == 1.0
+    assert scores[1] == pytest.approx(config.weights.disk_hit)
+
+
+def test_a_block_in_redis_counts_for_every_replica_and_is_predicted_as_cached() -> None:
+    index = PrefixIndex(max_blocks=1000, max_bytes=1 << 20, medium_weights={"redis": 0.5},
+                        shared_media=SHARED_MEDIA)
+    pool = endpoints(2)
+    index.store(pool[0].url, range(1, 9), "redis")  # e0 wrote it; e1 can load it as well
+    scorer = PrefixScorer(index, learn=False)
+    ctx = with_blocks(range(1, 9), total=10)
+    assert scorer.score(ctx, pool) == [0.4, 0.4]
+    scorer.picked(ctx, pool[1])
+    assert ctx.routing.predicted_cached_tokens == 8 * 16

@@ -17,13 +17,18 @@ blocks is evicted, so one busy endpoint cannot push every other one out. Bytes a
 accounted at :data:`ENTRY_BYTES` per block, the worst case measured with tracemalloc for
 these structures under churn (``bench/prefix_index_memory.py`` checks the bound).
 
+Media are weighed (:meth:`PrefixIndex.weighted`): a block in an endpoint's RAM is worth
+more than one it must first load from its disk, or from Redis. A *shared* medium (Redis)
+is one every endpoint of a model reads: a block any candidate reports there counts, at
+that medium's weight, for all of them (no peer router sees lower tiers: llm-d #1650).
+
 Not thread-safe: it is read and written on the event loop only.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 #: Bytes one indexed block costs (hash key, LRU node and table slots), measured worst case
 #: on CPython 3.11 with tracemalloc while the index churns at its bound.
@@ -31,6 +36,8 @@ ENTRY_BYTES = 224
 
 #: The medium of blocks the router learns from routed requests (no KV events).
 ROUTED = "routed"
+#: Media every endpoint of a model reads (a worker's Redis writes serve its peers too).
+SHARED_MEDIA = frozenset({"redis"})
 #: The bit saying that a child of the block was stored on the same endpoint (it may have
 #: left since: the bit only ever makes the router look further, never less far).
 _CHILD = 1
@@ -39,12 +46,23 @@ _CHILD = 1
 class PrefixIndex:
     """Block hashes per endpoint, bounded by ``max_blocks`` and ``max_bytes`` together."""
 
-    def __init__(self, *, max_blocks: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_blocks: int,
+        max_bytes: int,
+        medium_weights: Mapping[str, float] | None = None,
+        shared_media: Iterable[str] = (),
+    ) -> None:
         if max_blocks < 1 or max_bytes < ENTRY_BYTES:
             raise ValueError("the prefix index needs room for at least one block")
         self.capacity = min(max_blocks, max_bytes // ENTRY_BYTES)
         self._by_endpoint: dict[str, OrderedDict[int, int]] = {}
         self._media: dict[str | None, int] = {}
+        self._weights: dict[str | None, float] = {}  # media not named weigh 1.0
+        self._weights.update((medium, weight) for medium, weight in (medium_weights or {}).items())
+        self._shared = frozenset(shared_media)
+        self._bits_weight: dict[int, float] = {}  # bits -> the best weight of its media
         self._size = 0
         self.evictions = 0
 
@@ -133,20 +151,64 @@ class PrefixIndex:
         return any(blocks.get(block, 0) & _CHILD for blocks in self._by_endpoint.values())
 
     def matched(self, hashes: Sequence[int], endpoints: Sequence[str]) -> list[int]:
-        """Per endpoint, how many leading blocks of ``hashes`` it holds (a usable prefix)."""
-        counts: list[int] = []
-        for endpoint in endpoints:
-            held = self._by_endpoint.get(endpoint)
-            count = 0
-            if held:
-                for block in hashes:
-                    if block not in held:
+        """Per endpoint, how many leading blocks of ``hashes`` it can serve (a usable prefix):
+        its own, or any of ``endpoints``' in a shared medium."""
+        return [count for count, _ in self.weighted(hashes, endpoints)]
+
+    def weighted(self, hashes: Sequence[int], endpoints: Sequence[str]) -> list[tuple[int, float]]:
+        """Per endpoint: the leading blocks of ``hashes`` it can serve, and their sum of
+        weights (each block at the best weight of the media that hold it)."""
+        helds = [self._by_endpoint.get(endpoint) for endpoint in endpoints]
+        shared_bits = self._shared_bits()
+        shared: dict[int, float | None] = {}  # position -> the shared weight, when needed
+        results: list[tuple[int, float]] = []
+        for held in helds:
+            count, total = 0, 0.0
+            for position, block in enumerate(hashes):
+                bits = held.get(block, 0) & ~_CHILD if held else 0
+                if bits:
+                    total += self._weight(bits)
+                elif shared_bits:
+                    if position not in shared:
+                        shared[position] = self._shared_weight(block, helds, shared_bits)
+                    weight = shared[position]
+                    if weight is None:
                         break
-                    count += 1
-            counts.append(count)
-        return counts
+                    total += weight
+                else:
+                    break
+                count += 1
+            results.append((count, total))
+        return results
 
     # -- internals ------------------------------------------------------------------
+
+    def _weight(self, bits: int) -> float:
+        weight = self._bits_weight.get(bits)
+        if weight is None:
+            weight = max(
+                (self._weights.get(medium, 1.0) for medium, bit in self._media.items() if bits & bit),
+                default=0.0,
+            )
+            self._bits_weight[bits] = weight
+        return weight
+
+    def _shared_bits(self) -> int:
+        bits = 0
+        for medium in self._shared:
+            bits |= self._media.get(medium, 0)
+        return bits
+
+    def _shared_weight(
+        self, block: int, helds: Sequence[OrderedDict[int, int] | None], shared_bits: int
+    ) -> float | None:
+        """The weight of ``block`` for an endpoint that lacks it, if some endpoint has it in
+        a shared medium; else None."""
+        found = 0
+        for held in helds:
+            if held:
+                found |= held.get(block, 0) & shared_bits
+        return self._weight(found) if found else None
 
     def _medium_bit(self, medium: str | None) -> int:
         bit = self._media.get(medium)

@@ -43,7 +43,7 @@ class RoutingState:
     """What routing learns about one request on its way (mutable, one per request).
 
     ``blocks`` is set by ``prepare``; ``matched`` (endpoint url -> leading blocks it
-    holds) by the prefix scorer; after each pick, ``predicted_cached_tokens`` (None when
+    can serve) and ``weighted`` (the same blocks weighed by medium) by the prefix scorer; after each pick, ``predicted_cached_tokens`` (None when
     the policy predicts nothing) and ``prefill_tokens`` (the prompt tokens the picked
     endpoint still has to compute, counted against it until its first byte) describe the
     endpoint just picked. ``response_headers`` are added to the client's response (rate
@@ -52,6 +52,7 @@ class RoutingState:
 
     blocks: PromptBlocks | None = None
     matched: dict[str, int] | None = None
+    weighted: dict[str, float] | None = None
     predicted_cached_tokens: int | None = None
     prefill_tokens: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

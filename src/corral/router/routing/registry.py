@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from corral.config import RoutingConfig
 from corral.errors import ConfigError
-from corral.prefix.index import PrefixIndex
+from corral.prefix.index import SHARED_MEDIA, PrefixIndex
 from corral.router.routing.base import Policy
 from corral.router.routing.filters import HealthyFilter
 from corral.router.routing.pickers import MaxScorePicker, RoundRobinPicker
@@ -44,7 +44,12 @@ if TYPE_CHECKING:  # llama.cpp is imported only where a model is routed by token
 
 def _default_index() -> PrefixIndex:
     config = RoutingConfig()
-    return PrefixIndex(max_blocks=config.index_max_blocks, max_bytes=config.index_max_bytes)
+    return PrefixIndex(
+        max_blocks=config.index_max_blocks,
+        max_bytes=config.index_max_bytes,
+        medium_weights=config.weights.medium_weights(),
+        shared_media=SHARED_MEDIA,
+    )
 
 
 @dataclass(frozen=True)

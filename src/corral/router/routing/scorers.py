@@ -48,7 +48,9 @@ class QueueScorer:
 
 
 class PrefixScorer:
-    """Matched leading blocks / the prompt's blocks, from a :class:`PrefixIndex`.
+    """Matched leading blocks / the prompt's blocks, from a :class:`PrefixIndex`; each block
+    weighed by where the endpoint holds it (RAM 1.0; disk and Redis less, see
+    ``RoutingWeights``), so a lower-tier hit scores below a RAM hit and above a miss.
 
     ``learn=True`` (approximate ``prefix`` policy): a pick stores all of the prompt's
     blocks under the picked endpoint, since it is about to compute them. ``learn=False``
@@ -64,9 +66,10 @@ class PrefixScorer:
         blocks = ctx.routing.blocks
         if blocks is None or not blocks.hashes:
             return [0.0] * len(candidates)
-        matched = self._matched(ctx, candidates)
+        self._matched(ctx, candidates)
+        weighted = ctx.routing.weighted or {}
         total = max(blocks.total_blocks, len(blocks.hashes), 1)
-        return [matched[endpoint.url] / total for endpoint in candidates]
+        return [weighted.get(endpoint.url, 0.0) / total for endpoint in candidates]
 
     def picked(self, ctx: RequestContext, endpoint: Endpoint) -> None:
         state = ctx.routing
@@ -87,12 +90,15 @@ class PrefixScorer:
     def _matched(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> dict[str, int]:
         state = ctx.routing
         known = state.matched if state.matched is not None else {}
+        weighted = state.weighted if state.weighted is not None else {}
         missing = [endpoint.url for endpoint in candidates if endpoint.url not in known]
         if missing and state.blocks is not None:
-            known.update(
-                zip(missing, self._index.matched(state.blocks.hashes, missing), strict=True)
-            )
-        state.matched = known
+            # All candidates at once: a block one of them holds in a shared medium (Redis)
+            # counts for every one of them.
+            urls = [endpoint.url for endpoint in candidates]
+            for url, (count, weight) in zip(urls, self._index.weighted(state.blocks.hashes, urls), strict=True):
+                known[url], weighted[url] = count, weight
+        state.matched, state.weighted = known, weighted
         return known
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from corral.config import ModelConfig, RoutingPolicyName, StackConfig
 from corral.errors import ConfigError
-from corral.prefix.index import PrefixIndex
+from corral.prefix.index import SHARED_MEDIA, PrefixIndex
 from corral.router.kv_events import KVEventSubscriber
 from corral.router.pool import EndpointPool
 from corral.router.routing.base import Policy, RequestContext
@@ -52,7 +52,10 @@ class RoutingService:
         self._rng = rng
         self._given = policy
         self.index = PrefixIndex(
-            max_blocks=self._config.index_max_blocks, max_bytes=self._config.index_max_bytes
+            max_blocks=self._config.index_max_blocks,
+            max_bytes=self._config.index_max_bytes,
+            medium_weights=self._config.weights.medium_weights(),
+            shared_media=SHARED_MEDIA,
         )
         self.sessions = SessionTable(self._config.max_sessions)
         self.selfcheck = SelfCheck(tolerance_tokens=stack.prefix.block_size)
