@@ -15,6 +15,9 @@ def worker(
     stack: StackOption = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8001,
+    role: Annotated[
+        str, typer.Option(help="both | prefill (only prefills; stores the KV in the shared tier) | decode")
+    ] = "both",
 ) -> None:
     """Serve one model of the stack over the OpenAI API (started by `corral up`, or by hand)."""
     setup_logging()
@@ -23,9 +26,11 @@ def worker(
         name = config.model(model).name
     except CorralError as exc:
         fail(str(exc))
+    if role not in ("both", "prefill", "decode"):
+        fail(f"--role: must be both, prefill or decode (got {role!r})")
     from corral.worker.server import serve  # heavy: llama.cpp, onnxruntime
 
     try:
-        serve(config, name, host=host, port=port)
+        serve(config, name, host=host, port=port, role=role)  # type: ignore[arg-type]
     except CorralError as exc:
         fail(str(exc), code=1)

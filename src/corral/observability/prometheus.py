@@ -30,16 +30,17 @@ def _target(url: str) -> str:
 def scrape_config(stack: StackConfig, *, interval_s: float = 5.0) -> dict[str, Any]:
     """A prometheus.yml scraping the router and every model's endpoints (with a model label)."""
     host = dial_host(stack.router.host)
-    workers = [
-        {"targets": [_target(url) for url in model.endpoints], "labels": {"model": model.name}}
-        for model in stack.models
-        if model.endpoints and model.engine != "vllm"
-    ]
-    vllm = [
-        {"targets": [_target(url) for url in model.endpoints], "labels": {"model": model.name}}
-        for model in stack.models
-        if model.endpoints and model.engine == "vllm"
-    ]
+    def groups(vllm: bool) -> list[dict[str, Any]]:
+        """One target group per model and role (prefill workers are labelled role=prefill)."""
+        return [
+            {"targets": [_target(url) for url in urls], "labels": {"model": model.name, **labels}}
+            for model in stack.models
+            if (model.engine == "vllm") == vllm
+            for urls, labels in ((model.endpoints, {}), (model.prefill_endpoints, {"role": "prefill"}))
+            if urls
+        ]
+
+    workers, vllm = groups(False), groups(True)
     jobs: list[dict[str, Any]] = [
         {"job_name": "corral-router", "static_configs": [{"targets": [f"{host}:{stack.router.port}"]}]},
         {"job_name": "corral-workers", "static_configs": workers},

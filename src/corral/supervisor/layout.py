@@ -81,23 +81,31 @@ def plan_stack(
     models = []
     for model in stack.models:
         launched: list[str] = []
+        prefilling: list[str] = []
         for replica in range(model.replicas):
             port = allocate_port(host)
             url = _url(host, port)
-            launched.append(url)
+            # The first prefill_replicas only prefill; the rest decode (or do both).
+            prefill = replica < model.prefill_replicas
+            role = "prefill" if prefill else ("decode" if model.prefill_replicas else "both")
+            (prefilling if prefill else launched).append(url)
+            name = f"{model.name}-{'prefill-' if prefill else ''}{replica}"
             workers.append(
                 ProcessSpec(
-                    name=f"{model.name}-{replica}",
+                    name=name,
                     argv=(python, "-m", "corral", "worker", "--stack", str(resolved_path),
-                          "--model", model.name, "--host", host, "--port", str(port)),
-                    log_path=run_dir / "logs" / f"{model.name.replace('/', '_')}-{replica}.log",
+                          "--model", model.name, "--host", host, "--port", str(port), "--role", role),
+                    log_path=run_dir / "logs" / f"{name.replace('/', '_')}.log",
                     ready_url=f"{url}/health",
                     kind="worker",
                     model=model.name,
                     port=port,
                 )
             )
-        models.append(model.model_copy(update={"endpoints": (*model.endpoints, *launched)}))
+        models.append(model.model_copy(update={
+            "endpoints": (*model.endpoints, *launched),
+            "prefill_endpoints": (*model.prefill_endpoints, *prefilling),
+        }))
     router_port = stack.router.port or allocate_port(stack.router.host)
     resolved = stack.model_copy(
         update={

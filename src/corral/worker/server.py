@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Literal
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -27,28 +28,38 @@ from corral.worker.llamacpp import LlamaCppEngine
 
 logger = logging.getLogger(__name__)
 
+#: A worker's part in its model's pool: ``both`` prefills and decodes; a ``prefill`` worker
+#: is sent prompts only (max_tokens 1, see corral.router.prefill) and writes their KV to the
+#: lower tiers before it answers, so that a ``decode`` worker finds it there.
+WorkerRole = Literal["both", "prefill", "decode"]
+
 #: Engine kind (ModelConfig.engine) -> the engine that hosts it in this process,
-#: given the model and the stack it belongs to (prefix identity, cache tiers and where
-#: they live: the run directory, the stack's Redis).
-ENGINES: dict[str, Callable[[ModelConfig, StackConfig | None], Engine]] = {
-    "llamacpp": lambda model, stack: LlamaCppEngine(
+#: given the model, the stack it belongs to (prefix identity, cache tiers and where
+#: they live: the run directory, the stack's Redis) and the worker's role.
+ENGINES: dict[str, Callable[[ModelConfig, StackConfig | None, WorkerRole], Engine]] = {
+    "llamacpp": lambda model, stack, role: LlamaCppEngine(
         model,
         prefix=stack.prefix if stack else None,
         cache=stack.cache if stack else None,
         places=TierPlaces.of(stack) if stack else None,
+        sync_store=role == "prefill",
     ),
-    "onnx-embed": lambda model, stack: OnnxEmbeddingEngine(model),
+    "onnx-embed": lambda model, stack, role: OnnxEmbeddingEngine(model),
 }
 
 
-def create_engine(model: ModelConfig, stack: StackConfig | None = None) -> Engine:
+def create_engine(model: ModelConfig, stack: StackConfig | None = None, role: WorkerRole = "both") -> Engine:
     factory = ENGINES.get(model.engine)
     if factory is None:
         raise ConfigError(
             f"models ({model.name}).engine: '{model.engine}' does not run in a corral worker "
             f"(it runs: {', '.join(ENGINES)})"
         )
-    return factory(model, stack)
+    if role == "prefill" and (stack is None or (stack.cache.redis is None and stack.cache.disk is None)):
+        raise ConfigError(
+            f"models ({model.name}): a prefill worker hands its KV on through a shared tier; set cache.redis"
+        )
+    return factory(model, stack, role)
 
 
 class _WorkerServer(DrainingServer):
@@ -70,6 +81,7 @@ def serve(
     host: str,
     port: int,
     sock: socket.socket | None = None,
+    role: WorkerRole = "both",
 ) -> None:
     """Serve one model of ``stack`` on ``host:port`` until SIGTERM/SIGINT (blocking).
 
@@ -83,7 +95,7 @@ def serve(
         failures.append(exc)
         server.should_exit = True
 
-    engine = create_engine(model, stack)
+    engine = create_engine(model, stack, role)
     metrics = WorkerMetrics(CollectorRegistry(), model=model.name)
     if isinstance(engine, PrefixCachingEngine):
         metrics.watch_kv_tiers(lambda: engine.prefix_stats.tiers)
