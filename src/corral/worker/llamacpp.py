@@ -354,6 +354,8 @@ class LlamaCppEngine:
             failure = exc
         if self._sync_store:
             self._remember()  # the KV is in the lower tiers before the response ends
+        elif failure is None and self._llama is not None:
+            self._prefix.publish_context(self._llama)  # the router knows before the client
         if failure is not None:
             job.stream.fail(APIError(f"generation failed: {failure}"))
         else:

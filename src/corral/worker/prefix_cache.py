@@ -21,7 +21,7 @@ thread, around each generation:
 Entries are named by :func:`~corral.prefix.hashing.block_hashes` of their tokens (seeded with
 the model name), the same hashes a router computes; a match is confirmed token by token
 before it is loaded, so a hash collision can never load another prompt's KV. The context's
-blocks are reported when a request ends, so they lag the context by at most one request.
+blocks are reported before a response's last byte (:meth:`~PrefixCache.publish_context`).
 """
 
 from __future__ import annotations
@@ -116,6 +116,15 @@ class PrefixCache:
         else:
             self._count_ram(hit=True, tokens=cached - in_context)
         return cached
+
+    def publish_context(self, llama: Llama) -> None:
+        """Report the blocks the context now holds (prompt and answer), before the response
+        ends: a client's next turn may reach the router right after the last byte, and the
+        router should already know where this one's KV is. Hashing only; the copy into the
+        store waits for :meth:`remember`."""
+        in_context = self.hashes(llama.input_ids[: llama.n_tokens].tolist())
+        with self._events.recording() as ledger:
+            ledger.hold(CONTEXT, in_context)
 
     def remember(self, llama: Llama, *, sync: bool = False) -> None:
         """Store the evaluated tokens' block-aligned prefix if worth it (and its whole chunks
