@@ -443,6 +443,9 @@ class RouterConfig(_Frozen):
         default=300.0, description="longest silence from a worker: before its first byte, or between chunks"
     )
     retries: Annotated[int, Field(ge=0, le=5)] = 1
+    prefill_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=120.0, description="longest wait for a prefill worker; then the decode worker prefills itself"
+    )
     queue_size: Annotated[int, Field(ge=0, le=100_000)] = Field(
         default=64, description="requests per model that wait in the router when its workers are full; then 503"
     )

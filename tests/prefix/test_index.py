@@ -138,3 +138,10 @@ def test_without_shared_media_redis_blocks_are_the_endpoints_own() -> None:
     index = PrefixIndex(max_blocks=100, max_bytes=1 << 20)
     index.store("a", [1, 2], "redis")
     assert index.weighted([1, 2], ["a", "b"]) == [(2, 2.0), (0, 0.0)]
+
+
+def test_redis_blocks_count_when_reported_by_a_peer_that_is_no_candidate() -> None:
+    index = tiered_index()
+    index.store("prefill", [1, 2, 3], "redis")  # a prefill worker stored the prompt
+    assert index.weighted([1, 2, 3], ["decode"]) == [(0, 0.0)]
+    assert index.weighted([1, 2, 3], ["decode"], shared_from=["decode", "prefill"]) == [(3, 1.5)]

@@ -17,10 +17,10 @@ CHAT = {"model": "chat", "messages": [{"role": "user", "content": "a long docume
         "max_tokens": 12, "stream": True, "stream_options": {"include_usage": True}}
 
 
-def split_stack(prefill: list[str], decode: list[str]) -> StackConfig:
+def split_stack(prefill: list[str], decode: list[str], **router: Any) -> StackConfig:
     return parse_stack({
-        "router": {"routing": {"policy": "least_loaded"}, "health_interval_s": 60},
-        "cache": {"redis": {}},
+        "router": {"routing": {"policy": "least_loaded"}, "health_interval_s": 60, **router},
+        "cache": {"redis": {}, "chunk_tokens": 64},
         "models": [{"name": "chat-model", "aliases": ["chat"], "task": "chat", "engine": "vllm",
                     "source": "fake", "replicas": 0, "endpoints": decode, "prefill_endpoints": prefill}],
     })
@@ -87,3 +87,23 @@ async def test_prefill_errors_of_the_client_reach_it_from_the_decode_worker() ->
         reply = await InMemoryClient(app).post("/v1/chat/completions", {**CHAT, "messages": "not a list"})
         assert reply.status == 400 and "error" in reply.json()
         assert len(posts(decode)) == 1  # the answer the client reads is the decode worker's
+
+
+async def test_a_prompt_shorter_than_a_chunk_skips_the_prefill_worker() -> None:
+    prefill, decode = FakeEngine("p1"), FakeEngine("d1")
+    network = ASGITransport({"http://p1": prefill, "http://d1": decode})
+    async with started(split_stack(["http://p1"], ["http://d1"]), network) as app:
+        short = {**CHAT, "messages": [{"role": "user", "content": "Hi there"}]}
+        assert (await InMemoryClient(app).post("/v1/chat/completions", short)).status == 200
+        assert posts(prefill) == [] and len(posts(decode)) == 1
+        assert 'outcome="short"} 1.0' in metric(app, "corral_router_prefills_total")
+
+
+async def test_a_slow_prefill_worker_is_given_up_on_after_the_prefill_timeout() -> None:
+    prefill, decode = FakeEngine("p1"), FakeEngine("d1")
+    prefill.behaviour.ttft_s = 5.0
+    network = ASGITransport({"http://p1": prefill, "http://d1": decode})
+    async with started(split_stack(["http://p1"], ["http://d1"], prefill_timeout_s=0.05), network) as app:
+        reply = await InMemoryClient(app).post("/v1/chat/completions", {**CHAT, "stream": False})
+        assert reply.status == 200 and reply.headers[b"x-corral-endpoint"] == b"http://d1"
+        assert 'outcome="failed"} 1.0' in metric(app, "corral_router_prefills_total")

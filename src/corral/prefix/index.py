@@ -155,10 +155,15 @@ class PrefixIndex:
         its own, or any of ``endpoints``' in a shared medium."""
         return [count for count, _ in self.weighted(hashes, endpoints)]
 
-    def weighted(self, hashes: Sequence[int], endpoints: Sequence[str]) -> list[tuple[int, float]]:
+    def weighted(
+        self, hashes: Sequence[int], endpoints: Sequence[str], shared_from: Sequence[str] | None = None
+    ) -> list[tuple[int, float]]:
         """Per endpoint: the leading blocks of ``hashes`` it can serve, and their sum of
-        weights (each block at the best weight of the media that hold it)."""
+        weights (each block at the best weight of the media that hold it). A block that one
+        of ``shared_from`` (default: ``endpoints``; give every endpoint of the model, in any
+        pool) holds in a shared medium can be served by all."""
         helds = [self._by_endpoint.get(endpoint) for endpoint in endpoints]
+        peers = helds if shared_from is None else [self._by_endpoint.get(url) for url in shared_from]
         shared_bits = self._shared_bits()
         shared: dict[int, float | None] = {}  # position -> the shared weight, when needed
         results: list[tuple[int, float]] = []
@@ -170,7 +175,7 @@ class PrefixIndex:
                     total += self._weight(bits)
                 elif shared_bits:
                     if position not in shared:
-                        shared[position] = self._shared_weight(block, helds, shared_bits)
+                        shared[position] = self._shared_weight(block, peers, shared_bits)
                     weight = shared[position]
                     if weight is None:
                         break

@@ -94,6 +94,7 @@ class RouterApp:
             stack, lambda action: self.metrics.shared_limits_errors.labels(action).inc()
         )
         self._rng = rng or random.Random()
+        self._chunk_tokens = stack.cache.chunk_tokens
         self.routing = RoutingService(stack, rng=self._rng, policy=policy)
         self._wake_pool: Callable[[], None] | None = None
         self._discovery = discovery or _discovery_for(stack, on_change=self._discovery_changed)
@@ -159,7 +160,10 @@ class RouterApp:
             retries=config.retries,
             observer=self.routing.selfcheck,
             meter=self._meter,
-            prefiller=Prefiller(pool, transport, self._meter, models=split, rng=self._rng) if split else None,
+            prefiller=Prefiller(
+                pool, transport, self._meter, models=split, rng=self._rng,
+                chunk_tokens=self._chunk_tokens, timeout_s=config.prefill_timeout_s,
+            ) if split else None,
         )
         logger.info(
             "router ready to route %d models (%s policy)",

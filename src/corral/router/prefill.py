@@ -14,7 +14,9 @@ is why step (1) is an ordinary request with ``max_tokens: 1``: a vLLM prefill in
 needs nothing else).
 
 Step (1) is an optimization, never a failure: with no healthy prefill worker, or when it
-fails or times out, the decode worker prefills the prompt itself (logged, counted). The
+fails or takes longer than ``router.prefill_timeout_s``, the decode worker prefills the
+prompt itself (logged, counted). A prompt shorter than one ``cache.chunk_tokens`` chunk
+skips step (1): the shared tier keeps whole chunks only, so nothing would be handed on. The
 client sees one ordinary response either way. A model has prefill workers when its stack
 entry sets ``prefill_replicas`` or ``prefill_endpoints``; they form the pool
 :func:`~corral.router.discovery.base.prefill_pool` of the model.
@@ -30,16 +32,18 @@ from typing import Any, Literal
 
 import orjson
 
+from corral.prefix.prompt import TokenPrompt, canonical_text, read_prompt
 from corral.router.discovery.base import prefill_pool
 from corral.router.endpoint import Endpoint
 from corral.router.metering import RouterMeter
 from corral.router.pool import EndpointPool
 from corral.router.routing.base import RequestContext
+from corral.router.routing.prepare import CHARS_PER_TOKEN
 from corral.router.transport.base import Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
-PrefillOutcome = Literal["ok", "failed", "no_endpoint"]
+PrefillOutcome = Literal["ok", "failed", "no_endpoint", "short"]
 
 #: Fields of a generation request that do not concern the prompt's KV: the prefill request
 #: drops them (it generates one token, unstreamed).
@@ -66,7 +70,11 @@ class Prefiller:
         *,
         models: Sequence[str],
         rng: random.Random,
+        chunk_tokens: int,
+        timeout_s: float,
     ) -> None:
+        self._chunk_tokens = chunk_tokens
+        self._timeout_s = timeout_s
         self._pool = pool
         self._transport = transport
         self._meter = meter
@@ -81,6 +89,9 @@ class Prefiller:
         """Have a prefill worker compute and store ``ctx``'s prompt; never raises for its failures."""
         if ctx.model not in self._models:
             return "no_endpoint"
+        if _prompt_tokens(ctx) < self._chunk_tokens:
+            self._meter.prefilled(ctx.model, "short", 0.0)
+            return "short"
         endpoint = self._pick(ctx.model)
         if endpoint is None:
             self._note(ctx.model, "no_endpoint", "no healthy prefill worker")
@@ -110,20 +121,24 @@ class Prefiller:
         body = prefill_body(dict(ctx.body))
         sent = [(name, value) for name, value in headers if name.lower() != "content-length"]
         try:
-            upstream = await self._transport.send(endpoint.url, ctx.path, body, sent)
-            try:
-                async for _ in upstream.chunks():
-                    pass
-            finally:
-                await upstream.aclose()
+            async with asyncio.timeout(self._timeout_s):
+                upstream = await self._transport.send(endpoint.url, ctx.path, body, sent)
+                try:
+                    async for _ in upstream.chunks():
+                        pass
+                finally:
+                    await upstream.aclose()
         except TransportError as exc:
             self._pool.answered(endpoint, ok=False, reason=exc.message)
             self._note(ctx.model, "failed", f"{endpoint.url}: {exc.message}")
             return "failed"
-        except asyncio.CancelledError:
-            raise
+        except TimeoutError:
+            self._note(ctx.model, "failed", f"{endpoint.url} took over {self._timeout_s:g} s")
+            return "failed"
         ok = upstream.status == 200
-        self._pool.answered(endpoint, ok=upstream.status < 500, reason=f"answered {upstream.status}")
+        # A busy worker (503) is not a broken one: it costs this request its prefill only.
+        if upstream.status != 503:
+            self._pool.answered(endpoint, ok=upstream.status < 500, reason=f"answered {upstream.status}")
         if not ok:
             # A 4xx here (e.g. the prompt is too long) reaches the client from the decode worker.
             self._note(ctx.model, "failed", f"{endpoint.url} answered {upstream.status}")
@@ -136,3 +151,16 @@ class Prefiller:
         level = logging.DEBUG if model in self._warned else logging.WARNING
         self._warned.add(model)
         logger.log(level, "model %s: decode workers prefill themselves (%s: %s)", model, outcome, detail)
+
+
+def _prompt_tokens(ctx: RequestContext) -> float:
+    """The prompt's tokens: as the policy counted them, else its characters / 4."""
+    blocks = ctx.routing.blocks
+    if blocks is not None:
+        return blocks.prompt_tokens
+    prompt = read_prompt(ctx.path, ctx.body)
+    if prompt is None:
+        return 0.0
+    if isinstance(prompt, TokenPrompt):
+        return len(prompt.tokens)
+    return len(canonical_text(prompt)) / CHARS_PER_TOKEN

@@ -26,6 +26,7 @@ from corral.metrics import RouterMetrics
 from corral.protocol.sse import error_frame
 from corral.router import headers as header_rules
 from corral.router.asgi import Receive, Send, send_error
+from corral.router.discovery.base import prefill_pool
 from corral.router.endpoint import Endpoint
 from corral.router.metering import RouterMeter
 from corral.router.pool import EndpointPool
@@ -208,6 +209,8 @@ class Proxy:
     def _pick(self, ctx: RequestContext, tried: list[Endpoint]) -> Endpoint | None:
         """The policy's choice, counted against the endpoint at once; untried ones first."""
         candidates = self._pool.endpoints(ctx.model)
+        if ctx.routing.peers is None:
+            ctx.routing.peers = [e.url for e in (*candidates, *self._pool.endpoints(prefill_pool(ctx.model)))]
         endpoint = None
         if tried:
             untried = [candidate for candidate in candidates if candidate not in tried]

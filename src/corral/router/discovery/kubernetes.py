@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -53,6 +54,9 @@ from corral.router.discovery.base import prefill_pool
 from corral.router.discovery.kube_access import ApiAccess, api_access
 
 logger = logging.getLogger(__name__)
+
+#: A watch that ends sooner than this is resumed only once this much time has passed.
+_MIN_WATCH_S = 0.2
 
 GENERATING_ROLES = frozenset({"both", "decode"})
 PREFILL_ROLE = "prefill"
@@ -188,14 +192,20 @@ class KubernetesDiscovery:
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=self._config.watch_timeout_s + 30)
         retry_s = self._config.retry_s
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # The API's CA (in-cluster: the service account's ca.crt) and any client certificate.
+        connector = aiohttp.TCPConnector(ssl=self._access.ssl if self._access.ssl is not None else True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             while True:
                 listed = self._resource_version is None
                 try:
                     if listed:
                         await self._list(session)
+                    started_s = time.monotonic()
                     await self._watch(session)
                     retry_s = self._config.retry_s
+                    lasted_s = time.monotonic() - started_s
+                    if lasted_s < _MIN_WATCH_S:  # a proxy that ends watches at once: no busy loop
+                        await asyncio.sleep(_MIN_WATCH_S - lasted_s)
                     continue  # the watch ended (its timeout): resume from the last version
                 except _Gone as exc:
                     self._resource_version = None

@@ -53,6 +53,9 @@ class RoutingState:
     blocks: PromptBlocks | None = None
     matched: dict[str, int] | None = None
     weighted: dict[str, float] | None = None
+    #: Every endpoint of the model, in all its pools (healthy or not): where a block in a
+    #: shared medium (Redis) may have been reported from. None: the candidates.
+    peers: Sequence[str] | None = None
     predicted_cached_tokens: int | None = None
     prefill_tokens: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -96,7 +96,8 @@ class PrefixScorer:
             # All candidates at once: a block one of them holds in a shared medium (Redis)
             # counts for every one of them.
             urls = [endpoint.url for endpoint in candidates]
-            for url, (count, weight) in zip(urls, self._index.weighted(state.blocks.hashes, urls), strict=True):
+            found = self._index.weighted(state.blocks.hashes, urls, shared_from=state.peers)
+            for url, (count, weight) in zip(urls, found, strict=True):
                 known[url], weighted[url] = count, weight
         state.matched, state.weighted = known, weighted
         return known

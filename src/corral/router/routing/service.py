@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from corral.config import ModelConfig, RoutingPolicyName, StackConfig
 from corral.errors import ConfigError
 from corral.prefix.index import SHARED_MEDIA, PrefixIndex
+from corral.router.discovery.base import prefill_pool
 from corral.router.kv_events import KVEventSubscriber
 from corral.router.pool import EndpointPool
 from corral.router.routing.base import Policy, RequestContext
@@ -101,7 +102,8 @@ class RoutingService:
             self.subscriber = KVEventSubscriber(
                 self.index,
                 transport,
-                lambda: [e.url for name in kv_names for e in pool.endpoints(name)],
+                # Prefill workers too: the KV they write to Redis serves the decode workers.
+                lambda: [e.url for name in kv_names for e in (*pool.endpoints(name), *pool.endpoints(prefill_pool(name)))],
                 reconnect_s=self._config.kv_reconnect_s,
                 reconnect_max_s=self._config.kv_reconnect_max_s,
                 sync_interval_s=self._stack.router.health_interval_s,
