@@ -446,6 +446,9 @@ class RouterConfig(_Frozen):
     prefill_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=120.0, description="longest wait for a prefill worker; then the decode worker prefills itself"
     )
+    prefill_min_tokens: Annotated[int, Field(ge=1)] = Field(
+        default=256, description="shorter prompts skip the prefill workers: the decode worker prefills them itself"
+    )
     queue_size: Annotated[int, Field(ge=0, le=100_000)] = Field(
         default=64, description="requests per model that wait in the router when its workers are full; then 503"
     )

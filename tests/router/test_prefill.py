@@ -19,7 +19,8 @@ CHAT = {"model": "chat", "messages": [{"role": "user", "content": "a long docume
 
 def split_stack(prefill: list[str], decode: list[str], **router: Any) -> StackConfig:
     return parse_stack({
-        "router": {"routing": {"policy": "least_loaded"}, "health_interval_s": 60, **router},
+        "router": {"routing": {"policy": "least_loaded"}, "health_interval_s": 60, "prefill_min_tokens": 64,
+                   **router},
         "cache": {"redis": {}, "chunk_tokens": 64},
         "models": [{"name": "chat-model", "aliases": ["chat"], "task": "chat", "engine": "vllm",
                     "source": "fake", "replicas": 0, "endpoints": decode, "prefill_endpoints": prefill}],

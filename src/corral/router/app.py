@@ -162,7 +162,7 @@ class RouterApp:
             meter=self._meter,
             prefiller=Prefiller(
                 pool, transport, self._meter, models=split, rng=self._rng,
-                chunk_tokens=self._chunk_tokens, timeout_s=config.prefill_timeout_s,
+                min_tokens=max(self._chunk_tokens, config.prefill_min_tokens), timeout_s=config.prefill_timeout_s,
             ) if split else None,
         )
         logger.info(

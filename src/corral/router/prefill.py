@@ -15,9 +15,10 @@ needs nothing else).
 
 Step (1) is an optimization, never a failure: with no healthy prefill worker, or when it
 fails or takes longer than ``router.prefill_timeout_s``, the decode worker prefills the
-prompt itself (logged, counted). A prompt shorter than one ``cache.chunk_tokens`` chunk
-skips step (1): the shared tier keeps whole chunks only, so nothing would be handed on. The
-client sees one ordinary response either way. A model has prefill workers when its stack
+prompt itself (logged, counted). A prompt shorter than ``router.prefill_min_tokens`` (or
+than one ``cache.chunk_tokens`` chunk: the shared tier keeps whole chunks only) skips step
+(1): prefilling it where it is decoded costs less than the extra hop. The client sees one
+ordinary response either way. A model has prefill workers when its stack
 entry sets ``prefill_replicas`` or ``prefill_endpoints``; they form the pool
 :func:`~corral.router.discovery.base.prefill_pool` of the model.
 """
@@ -70,10 +71,10 @@ class Prefiller:
         *,
         models: Sequence[str],
         rng: random.Random,
-        chunk_tokens: int,
+        min_tokens: int,
         timeout_s: float,
     ) -> None:
-        self._chunk_tokens = chunk_tokens
+        self._min_tokens = min_tokens
         self._timeout_s = timeout_s
         self._pool = pool
         self._transport = transport
@@ -89,7 +90,7 @@ class Prefiller:
         """Have a prefill worker compute and store ``ctx``'s prompt; never raises for its failures."""
         if ctx.model not in self._models:
             return "no_endpoint"
-        if _prompt_tokens(ctx) < self._chunk_tokens:
+        if _prompt_tokens(ctx) < self._min_tokens:
             self._meter.prefilled(ctx.model, "short", 0.0)
             return "short"
         endpoint = self._pick(ctx.model)
