@@ -23,6 +23,11 @@ watch's selector arrives as ADDED or DELETED, as from the real server. Without
 ``resourceVersion`` (or with "0") a watch starts with an ADDED event per pod.
 Every request needs ``Authorization: Bearer <token>`` when ``token`` is set (401 Status).
 Pages of a continued list show the current pods, not a snapshot (a simplification).
+
+TLS: ``FakeKubeAPI(ssl=ca.server_context())`` serves https (``api.url`` says so), with a
+certificate from :func:`make_ca`, a throwaway CA made with the ``openssl`` command;
+``server_context(client_certs=True)`` also requires a client certificate from that CA
+(mutual TLS), and each request records the common name of the certificate it came with.
 """
 
 from __future__ import annotations
@@ -33,9 +38,12 @@ import contextlib
 import copy
 import itertools
 import socket
+import ssl
+import subprocess
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -96,11 +104,13 @@ def _set_ready(pod: Pod, ready: bool) -> None:
 
 @dataclass(frozen=True)
 class KubeRequest:
-    """One request the fake answered: ``list`` or ``watch``, and its query."""
+    """One request the fake answered: ``list`` or ``watch``, its query, and the common name
+    of the client certificate it came with (None: none, or plain HTTP)."""
 
     verb: Literal["list", "watch"]
     namespace: str
     query: Mapping[str, str]
+    client_cn: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,15 @@ def _term_holds(labels: Mapping[str, str], op: str, key: str, value: str) -> boo
     return key in labels
 
 
+def _client_cn(request: web.Request) -> str | None:
+    peer = request.transport.get_extra_info("peercert") if request.transport is not None else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
@@ -171,8 +190,10 @@ class FakeKubeAPI:
         token: str | None = None,
         history: int = 1000,
         gone_as: Literal["event", "status"] = "event",
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.token = token
+        self.ssl = ssl
         self.gone_as = gone_as
         self.requests: list[KubeRequest] = []
         self._pods: dict[tuple[str, str], Pod] = {}
@@ -183,6 +204,7 @@ class FakeKubeAPI:
         self._uids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.port = 0
 
     async def __aenter__(self) -> FakeKubeAPI:
         app = web.Application()
@@ -191,8 +213,9 @@ class FakeKubeAPI:
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock).start()
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        await web.SockSite(self._runner, sock, ssl_context=self.ssl).start()
+        self.port = sock.getsockname()[1]
+        self.url = f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(
@@ -312,7 +335,7 @@ class FakeKubeAPI:
         namespace = request.match_info["namespace"]
         query = dict(request.query)
         watch = query.get("watch") in ("true", "1")
-        self.requests.append(KubeRequest("watch" if watch else "list", namespace, query))
+        self.requests.append(KubeRequest("watch" if watch else "list", namespace, query, _client_cn(request)))
         try:
             selector = parse_selector(query.get("labelSelector", ""))
         except SelectorError as exc:
@@ -381,3 +404,77 @@ class FakeKubeAPI:
                     if self._event_for(watcher, _Change(0, "ADDED", None, pod)) is not None]
         return [line for change in self._history if change.version > int(since)
                 if (line := self._event_for(watcher, change)) is not None]
+
+
+# -- a throwaway CA for TLS ---------------------------------------------------------------
+
+#: Extensions as kube-apiserver's certificates carry them (kubeadm's CA and serving cert).
+_OPENSSL_CONFIG = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+@dataclass(frozen=True)
+class ThrowawayCA:
+    """PEM files of a test CA, a server certificate for 127.0.0.1 and a client certificate
+    (``CN=CLIENT_CN``, as Kubernetes names a certificate's user), all signed by the CA."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    CLIENT_CN = "corral-router"
+
+    def server_context(self, *, client_certs: bool = False) -> ssl.SSLContext:
+        """The server side of TLS for :class:`FakeKubeAPI`; ``client_certs``: refuse a
+        client without a certificate from this CA."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.server_cert, self.server_key)
+        if client_certs:
+            context.load_verify_locations(cafile=str(self.ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+def make_ca(folder: Path) -> ThrowawayCA:
+    """Make a :class:`ThrowawayCA` in ``folder`` with the ``openssl`` command (P-256 keys,
+    valid two days). Raises FileNotFoundError without the command, CalledProcessError
+    when it fails."""
+    config = folder / "openssl.cnf"
+    config.write_text(_OPENSSL_CONFIG)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    new_key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", "-config", str(config), "-extensions", "ca", *new_key,
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=corral test CA")
+    for serial, (name, subject) in enumerate((("server", "127.0.0.1"), ("client", ThrowawayCA.CLIENT_CN)), 2):
+        openssl("req", "-new", "-config", str(config), *new_key,
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={subject}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-set_serial", str(serial), "-days", "2", "-extfile", str(config), "-extensions", name,
+                "-out", f"{name}.crt")
+    return ThrowawayCA(folder / "ca.crt", folder / "server.crt", folder / "server.key",
+                       folder / "client.crt", folder / "client.key")

@@ -7,7 +7,9 @@ carries a change); they are not timing benchmarks.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
 import shutil
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -16,8 +18,9 @@ from typing import Any, Literal
 import aiohttp
 import certifi
 import pytest
+import yaml
 from tests.fakes.engine import FakeEngine
-from tests.fakes.kube_api import FakeKubeAPI, make_pod
+from tests.fakes.kube_api import FakeKubeAPI, ThrowawayCA, make_ca, make_pod
 from tests.router.support import serving, serving_router
 
 from corral.config import KubernetesDiscoveryConfig, StackConfig, parse_stack
@@ -277,10 +280,26 @@ def test_in_cluster_reads_the_service_account(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(TOKEN)
     (tmp_path / "namespace").write_text("serving\n")
     shutil.copy(certifi.where(), tmp_path / "ca.crt")
-    access = api_access(_config(service_account_dir=str(tmp_path)))
+    access = api_access(_config(service_account_dir=str(tmp_path)), environ={})
     assert (access.url, access.namespace, access.token_file) == (IN_CLUSTER_URL, "serving", str(tmp_path / "token"))
     assert access.ssl is not None
-    assert api_access(_config(service_account_dir=str(tmp_path), namespace="other")).namespace == "other"
+    assert api_access(_config(service_account_dir=str(tmp_path), namespace="other"), environ={}).namespace == "other"
+
+
+def test_in_cluster_the_api_is_where_the_kubelet_says(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "namespace").write_text("serving\n")
+    shutil.copy(certifi.where(), tmp_path / "ca.crt")
+    config = _config(service_account_dir=str(tmp_path))
+
+    def url(host: str, port: str) -> str:
+        return api_access(config, environ={"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}).url
+
+    assert url("10.96.0.1", "443") == "https://10.96.0.1:443"
+    assert url("fd00:10:96::1", "443") == "https://[fd00:10:96::1]:443"
+    assert url("", "443") == IN_CLUSTER_URL  # both or neither, as client-go
+    with pytest.raises(ConfigError, match=r"router\.discovery: KUBERNETES_SERVICE_PORT 'https' is not a port number"):
+        url("10.96.0.1", "https")
 
 
 def test_access_errors_name_the_setting(tmp_path: Path) -> None:
@@ -297,14 +316,14 @@ def test_access_errors_name_the_setting(tmp_path: Path) -> None:
                      "models": [{"name": "m", "task": "chat", "engine": "llamacpp", "source": "x"}]})
 
 
-def _kubeconfig(tmp_path: Path, server: str, user: dict[str, Any]) -> Path:
+def _kubeconfig(tmp_path: Path, server: str, user: dict[str, Any], cluster: Mapping[str, Any] | None = None) -> Path:
     path = tmp_path / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: dev\n"
-        f"clusters: [{{name: c, cluster: {{server: '{server}'}}}}]\n"
-        f"users: [{{name: u, user: {user!r}}}]\n"
-        "contexts: [{name: dev, context: {cluster: c, user: u, namespace: corral}}]\n"
-    )
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dev",
+        "clusters": [{"name": "c", "cluster": {"server": server, **(cluster or {})}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "dev", "context": {"cluster": "c", "user": "u", "namespace": "corral"}}],
+    }))
     return path
 
 
@@ -326,6 +345,135 @@ async def test_a_kubeconfig_reaches_the_api(api: FakeKubeAPI, tmp_path: Path) ->
     finally:
         await watcher.aclose()
     assert api.requests[0].namespace == "corral"  # the context's namespace
+
+
+# -- TLS: the API's CA and client certificates -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command makes the test certificates")
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+async def https_api(test_ca: ThrowawayCA) -> AsyncIterator[FakeKubeAPI]:
+    async with FakeKubeAPI(token=TOKEN, ssl=test_ca.server_context()) as server:
+        yield server
+
+
+def _pem_data(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@contextlib.asynccontextmanager
+async def discovering(tmp_path: Path, **discovery: Any) -> AsyncIterator[KubernetesDiscovery]:
+    """Discovery through ``discovery`` settings alone (token_file and namespace only if given)."""
+    api_url = discovery.pop("api_url", None)
+    stack = k8s_stack(tmp_path, api_url, **{"namespace": None, "token_file": None, **discovery})
+    assert stack.router.discovery is not None
+    watcher = KubernetesDiscovery(stack.router.discovery, stack.models)
+    try:
+        yield watcher
+    finally:
+        await watcher.aclose()
+
+
+@pytest.mark.parametrize("how", ["certificate-authority", "certificate-authority-data", "api_url+ca_file"])
+async def test_the_api_is_trusted_through_its_ca(
+    https_api: FakeKubeAPI, test_ca: ThrowawayCA, tmp_path: Path, how: str
+) -> None:
+    shutil.copy(test_ca.ca, tmp_path / "cluster-ca.crt")
+    https_api.add_pod(pod("a", "10.0.0.1"))
+    if how == "api_url+ca_file":
+        settings: dict[str, Any] = {"api_url": https_api.url, "ca_file": str(test_ca.ca),
+                                    "token_file": str(tmp_path / "token"), "namespace": "corral"}
+    else:
+        ca = {"certificate-authority": "cluster-ca.crt"} if how == "certificate-authority" else {
+            "certificate-authority-data": _pem_data(test_ca.ca)}
+        settings = {"kubeconfig": str(_kubeconfig(tmp_path, https_api.url, {"token": TOKEN}, ca))}
+    async with discovering(tmp_path, **settings) as watcher:
+        assert dict(await watcher.endpoints()) == {LLAMA: ("http://10.0.0.1:8000",)}
+        https_api.add_pod(pod("b", "10.0.0.2"))  # and the watch streams over TLS
+        await view_within(watcher, {LLAMA: ("http://10.0.0.1:8000", "http://10.0.0.2:8000")})
+    assert https_api.url.startswith("https://127.0.0.1:")
+    assert https_api.verbs()[:2] == ["list", "watch"]
+
+
+def _failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "corral.router.discovery.kubernetes" and r.levelno == logging.WARNING
+            and "pod list at" in r.getMessage() and "failed" in r.getMessage()]
+
+
+async def _refused_and_retried(watcher: KubernetesDiscovery, api: FakeKubeAPI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="corral.router.discovery.kubernetes")
+    assert dict(await watcher.endpoints()) == {}  # startup goes on after sync_timeout_s
+    await within(lambda: len(_failures(caplog)) >= 3, timeout_s=10.0)  # it keeps retrying
+    assert dict(await watcher.endpoints()) == {}
+    assert api.requests == []  # no request got past TLS
+
+
+async def test_without_the_ca_the_api_is_not_trusted_and_discovery_retries(
+    https_api: FakeKubeAPI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    https_api.add_pod(pod("a", "10.0.0.1"))
+    path = _kubeconfig(tmp_path, https_api.url, {"token": TOKEN})  # the system's CAs only
+    async with discovering(tmp_path, kubeconfig=str(path), sync_timeout_s=0.2) as watcher:
+        await _refused_and_retried(watcher, https_api, caplog)
+    assert "CERTIFICATE_VERIFY_FAILED" in _failures(caplog)[0]
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["files", "data"])
+async def test_a_kubeconfig_client_certificate_passes_mutual_tls(
+    test_ca: ThrowawayCA, tmp_path: Path, inline: bool
+) -> None:
+    if inline:
+        user = {"client-certificate-data": _pem_data(test_ca.client_cert),
+                "client-key-data": _pem_data(test_ca.client_key)}
+    else:
+        shutil.copy(test_ca.client_cert, tmp_path / "router.crt")
+        shutil.copy(test_ca.client_key, tmp_path / "router.key")
+        user = {"client-certificate": "router.crt", "client-key": "router.key"}
+    async with FakeKubeAPI(ssl=test_ca.server_context(client_certs=True)) as api:  # no token: the certificate is the user
+        api.add_pod(pod("a", "10.0.0.1"))
+        path = _kubeconfig(tmp_path, api.url, user, {"certificate-authority-data": _pem_data(test_ca.ca)})
+        async with discovering(tmp_path, kubeconfig=str(path)) as watcher:
+            assert dict(await watcher.endpoints()) == {LLAMA: ("http://10.0.0.1:8000",)}
+    assert api.requests[0].client_cn == ThrowawayCA.CLIENT_CN
+
+
+async def test_mutual_tls_refuses_a_kubeconfig_without_a_client_certificate(
+    test_ca: ThrowawayCA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeKubeAPI(token=TOKEN, ssl=test_ca.server_context(client_certs=True)) as api:
+        api.add_pod(pod("a", "10.0.0.1"))
+        path = _kubeconfig(tmp_path, api.url, {"token": TOKEN}, {"certificate-authority-data": _pem_data(test_ca.ca)})
+        async with discovering(tmp_path, kubeconfig=str(path), sync_timeout_s=0.2) as watcher:
+            await _refused_and_retried(watcher, api, caplog)
+
+
+async def test_in_cluster_the_service_account_ca_verifies_the_api(
+    https_api: FakeKubeAPI, test_ca: ThrowawayCA, tmp_path: Path
+) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(TOKEN)
+    (account / "namespace").write_text("corral")
+    shutil.copy(test_ca.ca, account / "ca.crt")
+    https_api.add_pod(pod("a", "10.0.0.1"))
+    stack = k8s_stack(tmp_path, None, namespace=None, token_file=None, service_account_dir=str(account))
+    assert stack.router.discovery is not None
+    environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(https_api.port)}
+    access = api_access(stack.router.discovery, environ=environ)
+    assert access.url == https_api.url
+    watcher = KubernetesDiscovery(stack.router.discovery, stack.models, access=access)
+    try:
+        assert dict(await watcher.endpoints()) == {LLAMA: ("http://10.0.0.1:8000",)}
+    finally:
+        await watcher.aclose()
+    assert https_api.requests[0].namespace == "corral"  # the service account's namespace
 
 
 # -- the router, end to end -------------------------------------------------------------

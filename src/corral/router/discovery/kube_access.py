@@ -6,8 +6,10 @@ Three sources, first match wins (:func:`api_access`):
   a test server);
 * ``kubeconfig``: the cluster, user and namespace of its current (or the named) context;
   token, tokenFile and client certificates are supported, exec plugins are not;
-* in-cluster: ``https://kubernetes.default.svc`` with the service account's token, CA and
-  namespace from ``service_account_dir``.
+* in-cluster: the service account's token, CA and namespace from ``service_account_dir``;
+  the API at ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT``, the variables
+  the kubelet sets in every container (client-go's in-cluster config reads the same), else
+  at ``https://kubernetes.default.svc``.
 
 The token is read from its file on every request, so rotated service account tokens are
 picked up. Only construction reads other files; it raises :class:`ConfigError` naming
@@ -19,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import os
 import ssl
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +61,9 @@ class ApiAccess:
         return headers
 
 
-def api_access(config: KubernetesDiscoveryConfig) -> ApiAccess:
-    """Resolve ``config`` into an :class:`ApiAccess` (see the module docstring)."""
+def api_access(config: KubernetesDiscoveryConfig, environ: Mapping[str, str] | None = None) -> ApiAccess:
+    """Resolve ``config`` into an :class:`ApiAccess` (see the module docstring); in-cluster,
+    ``environ`` (default ``os.environ``) may name the API service's host and port."""
     if config.api_url is not None:
         namespace = config.namespace or _service_account_namespace(config)
         context = _ssl_context(config.ca_file, None) if config.ca_file else None
@@ -72,7 +77,21 @@ def api_access(config: KubernetesDiscoveryConfig) -> ApiAccess:
         )
     ca = Path(config.service_account_dir) / "ca.crt"
     namespace = config.namespace or _service_account_namespace(config)
-    return ApiAccess(IN_CLUSTER_URL, namespace, _ssl_context(str(ca), None), token_file=str(token))
+    url = _in_cluster_url(os.environ if environ is None else environ)
+    return ApiAccess(url, namespace, _ssl_context(str(ca), None), token_file=str(token))
+
+
+def _in_cluster_url(environ: Mapping[str, str]) -> str:
+    host = environ.get("KUBERNETES_SERVICE_HOST", "").strip()
+    port = environ.get("KUBERNETES_SERVICE_PORT", "").strip()
+    if not host or not port:
+        return IN_CLUSTER_URL
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{_FIELD}: KUBERNETES_SERVICE_PORT '{port}' is not a port number")
+    with contextlib.suppress(ValueError):
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            host = f"[{host}]"
+    return f"https://{host}:{port}"
 
 
 def _service_account_namespace(config: KubernetesDiscoveryConfig) -> str:
