@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from corral.config import LimitsConfig, RedisLimitsConfig, parse_stack
 from corral.errors import OverloadedError, RateLimitError
 from corral.router.limits import Admission, reserve_tokens
 from corral.router.limits_redis import RedisRateLimiter
+from corral.router.limits_scripts import ADMIT, CANCEL
 from corral.router.transport.asgi_transport import ASGITransport
 
 pytestmark = pytest.mark.slow
@@ -222,6 +225,55 @@ async def test_redis_outage_local_counts_alone_logs_once_and_recovers(
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_an_admission_answered_too_late_holds_no_lease_or_tokens_once_redis_answers(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    errors: list[str] = []
+    models = {"m": LimitsConfig(tokens_per_minute=1000, concurrent_requests=5)}
+    a = limiter(redis_server, models=models, errors=errors, timeout_s=0.2, retry_s=0.2)
+    redis = aioredis.Redis.from_url(redis_server.url)
+    pid = redis_server.pid
+    assert pid is not None
+    try:
+        held = await a.acquire(None, "m", 100)  # counted in Redis; its connection stays pooled
+        assert held is not None
+        caplog.set_level(logging.DEBUG, logger="corral.router.limits_redis")
+        os.kill(pid, signal.SIGSTOP)  # the next ADMIT reaches Redis, which answers too late
+        try:
+            late = await a.acquire(None, "m", 300)
+            await asyncio.sleep(0.3)  # the cancel's first try (0.2 s) meets the stopped Redis too
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert late is not None and errors == ["local"]  # decided without Redis
+
+        async def cancelled() -> bool:
+            return bool([k async for k in redis.scan_iter("corral:limits:cancelled:*")])
+
+        await until(cancelled)  # the cancel ran; the late ADMIT ran before it, or adds nothing after
+        assert await redis.zcard("corral:limits:model:m:lease") == 1  # only the first request's
+        assert await redis.get("corral:limits:model:m:sum") == b"100"
+        assert len(await redis.hkeys("corral:limits:model:m:amt")) == 1
+        assert await redis.zcard("corral:limits:model:m:tok") == 1
+        assert "cancelling" in caplog.text  # its first try failed (logged at debug); a retry did it
+    finally:
+        await redis.aclose()
+        await a.aclose()
+
+
+async def test_an_admit_that_runs_after_its_cancel_adds_nothing(redis_server: RedisServer) -> None:
+    redis = aioredis.Redis.from_url(redis_server.url)
+    bucket = [f"corral:limits:model:m:{name}" for name in ("req", "tok", "amt", "sum", "lease")]
+    keys = [*bucket, "corral:limits:cancelled:r1"]
+    admit_args = [60_000_000, 30_000_000, 65_000, "r1", 300, 10, 1000, 5]  # rpm, tpm, concurrency
+    try:
+        assert await redis.register_script(CANCEL)(keys=keys, args=["r1", 65_000]) == 1
+        assert await redis.register_script(ADMIT)(keys=keys, args=admit_args) == [-1]
+        assert [await redis.exists(key) for key in bucket] == [0] * 5
+        assert 0 < await redis.pttl(keys[-1]) <= 65_000
+    finally:
+        await redis.aclose()
 
 
 async def test_redis_outage_open_or_closed(redis_server: RedisServer) -> None:

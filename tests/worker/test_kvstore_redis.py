@@ -12,9 +12,10 @@ import redis
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (the fixture)
 from tests.worker.kvstore_support import BLOCK, COMPAT, hashes, held, state
 
+from corral.prefix.events import MEDIUM_REDIS, BlockRemoved
 from corral.worker.kv_events import KVEventLog
 from corral.worker.kvstore.codec import encode, encoded_size
-from corral.worker.kvstore.redis_tier import RedisTier, connect
+from corral.worker.kvstore.redis_tier import CHECK_EVERY_S, RedisTier, connect
 from corral.worker.kvstore.tier import Candidate
 
 pytestmark = pytest.mark.slow
@@ -38,8 +39,8 @@ class Clock:
 class Ticking:
     """A wall clock that moves 10 ms per reading: uses in a row have distinct LRU scores."""
 
-    def __init__(self) -> None:
-        self.now = time.time()
+    def __init__(self, skew_s: float = 0.0) -> None:
+        self.now = time.time() + skew_s
 
     def __call__(self) -> float:
         self.now += 0.01
@@ -189,3 +190,63 @@ def test_a_hung_redis_is_a_miss_after_the_timeout(redis_server: RedisServer) -> 
         assert tier.stats().errors == {"unavailable": 1}
     finally:
         os.kill(redis_server.pid, signal.SIGCONT)
+
+
+def blobs(client: redis.Redis) -> set[bytes]:
+    return set(client.scan_iter("corral:kv:*:b:*"))
+
+
+def test_skewed_worker_clocks_neither_reorder_the_lru_nor_break_the_bound(
+    redis_server: RedisServer, client: redis.Redis,  # noqa: F811
+) -> None:
+    bound = 2 * BLOB_BYTES + BLOB_BYTES // 2
+    ahead = make_tier(redis_server.url, max_bytes=bound, wall=Ticking(skew_s=3600.0))
+    behind = make_tier(redis_server.url, max_bytes=bound, wall=Ticking(skew_s=-3600.0))
+    store(ahead, OTHER)
+    store(ahead, THIRD)
+    assert load(behind, OTHER) == OTHER  # used last, by Redis' clock (first, by the workers')
+    store(behind, LONG[:16])  # over the bound: THIRD is the least recently used
+    assert blobs(client) == {behind.blob_key(hashes(k)[-1]).encode() for k in (OTHER, LONG[:16])}
+    assert int(client.get("corral:kv:bytes") or 0) == 2 * BLOB_BYTES
+    scores = [score for _, score in client.zrange("corral:kv:lru", 0, -1, withscores=True)]
+    redis_now_us = client.time()[0] * 1_000_000
+    assert all(abs(score - redis_now_us) < 60_000_000 for score in scores)  # Redis' time, not a worker's
+
+    assert load(ahead, OTHER) == OTHER  # newest again
+    small = make_tier(redis_server.url, max_bytes=BLOB_BYTES + BLOB_BYTES // 2,
+                      wall=Ticking(skew_s=-7200.0))
+    store(small, THIRD)  # its bound holds one blob: every other one goes, whatever the clocks say
+    assert blobs(client) == {small.blob_key(hashes(THIRD)[-1]).encode()}
+    assert int(client.get("corral:kv:bytes") or 0) == BLOB_BYTES
+    assert small.stats().evicted == 2
+
+
+def test_blobs_another_worker_evicted_are_withdrawn_at_the_next_check(
+    redis_server: RedisServer, client: redis.Redis,  # noqa: F811
+) -> None:
+    events_a = KVEventLog(block_size=BLOCK)
+    clock_a = Clock()
+    bound = BLOB_BYTES + BLOB_BYTES // 2  # one blob at a time
+    a = make_tier(redis_server.url, max_bytes=bound, clock=clock_a, events=events_a)
+    b = make_tier(redis_server.url, max_bytes=bound)
+    store(a, OTHER)
+    seq = events_a.seq
+    assert load(a, OTHER) == OTHER  # a use of its own blob: still published, no event
+    store(b, THIRD)  # evicts a's blob
+    assert blobs(client) == {b.blob_key(hashes(THIRD)[-1]).encode()}
+    assert a.match(hashes(LONG)) is None and held(events_a) == {"redis": set(hashes(OTHER))}  # not due
+    clock_a.now += CHECK_EVERY_S
+    assert a.match(hashes(LONG)) is None  # the check rides on this lookup's round trip
+    assert held(events_a) == {}
+    batches = events_a.since(seq)
+    assert batches is not None
+    assert [e for batch in batches for e in batch.events] == [BlockRemoved(tuple(hashes(OTHER)), MEDIUM_REDIS)]
+    assert a.stats().entries == 0 and a.stats().errors == {}
+
+    store(a, LONG[:16])  # evicts b's THIRD; a publishes its new blob
+    store(b, OTHER)  # evicts a's LONG[:16]
+    assert held(events_a) == {"redis": set(hashes(LONG[:16]))}
+    clock_a.now += CHECK_EVERY_S
+    store(a, THIRD)  # the check also rides on a store: the gone blob is withdrawn, the new one stays
+    assert held(events_a) == {"redis": set(hashes(THIRD))}
+    assert not a.holds(hashes(LONG[:16]))  # so the writer would store it again

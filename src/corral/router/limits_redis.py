@@ -24,6 +24,12 @@ once in its log, counts every request it decides without Redis (``on_error(actio
 leaves Redis alone for ``retry_s``, and meanwhile does what ``on_error`` says:
 ``local`` counts in this process as a lone router would (fail-open, but each replica
 still applies the limits), ``open`` applies none, ``closed`` refuses with 503.
+
+An admission that timed out may still run in Redis (it was sent; the answer came late),
+which would hold a reservation and a lease for a request decided without Redis. So the
+router then cancels it in the background (``CANCEL``: voids it if it ran, and marks the
+id so that it adds nothing if it runs later), retrying every ``retry_s`` until Redis
+answers or the window and lease it could hold have passed; never on the request's path.
 """
 
 from __future__ import annotations
@@ -34,18 +40,19 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from corral.config import LimitsConfig, RedisLimitsConfig
 from corral.errors import OverloadedError, RateLimitError
 from corral.router.limits import WINDOW_S, Admission, RateLimiter
-from corral.router.limits_scripts import ADMIT, RELEASE, RENEW
+from corral.router.limits_scripts import ADMIT, CANCEL, RELEASE, RENEW
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +115,7 @@ class RedisRateLimiter:
         self._local = RateLimiter(key_limits, model_limits)
         self._on_error = on_error or (lambda action: None)
         self._window_us = int(window_s * 1_000_000)
+        self._cancel_tries = 1 + math.ceil(max(window_s, config.lease_ttl_s) / config.retry_s)
         self._lease_us = int(config.lease_ttl_s * 1_000_000)
         self._key_ttl_ms = str(math.ceil((max(window_s, config.lease_ttl_s) + 5) * 1000))
         self._clock = clock
@@ -120,6 +128,7 @@ class RedisRateLimiter:
         self._admit_script = self._redis.register_script(ADMIT)
         self._release_script = self._redis.register_script(RELEASE)
         self._renew_script = self._redis.register_script(RENEW)
+        self._cancel_script = self._redis.register_script(CANCEL)
         self._ids = (f"{secrets.token_hex(6)}:{n}" for n in itertools.count())
         self._leases: dict[str, list[str]] = {}  # request id -> its lease keys, while in flight
         self._tasks: set[asyncio.Task[None]] = set()
@@ -138,10 +147,13 @@ class RedisRateLimiter:
         if self._clock() < self._skip_until:
             return self._without_redis(key, model, reserve_tokens)
         request_id = next(self._ids)
+        keys = _admit_keys(buckets, request_id)
         try:
-            reply = await self._call(self._admit_script, _admit_keys(buckets),
+            reply = await self._call(self._admit_script, keys,
                                      self._admit_args(request_id, reserve_tokens, buckets))
         except _FAILURES as exc:
+            if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+                self._background(self._cancel(keys, request_id))  # it may run late
             self._failed("admit", exc)
             return self._without_redis(key, model, reserve_tokens)
         self._reached()
@@ -163,6 +175,10 @@ class RedisRateLimiter:
             self._renewer = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self._config.timeout_s * 2)
+        pending = set(self._tasks)  # still retrying: what they would undo expires on its own
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self._redis.aclose()
 
     # -- without Redis ---------------------------------------------------------------
@@ -210,9 +226,26 @@ class RedisRateLimiter:
         self._leases.pop(request_id, None)
         keys = [key for bucket in buckets for key in bucket.keys("tok", "amt", "sum", "lease")]
         args: list[str | int] = [request_id, "" if used_tokens is None else max(0, used_tokens)]
-        task = asyncio.get_running_loop().create_task(self._send_release(keys, args))
+        self._background(self._send_release(keys, args))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _cancel(self, keys: list[str], request_id: str) -> None:
+        """Void the admission of ``request_id`` whose answer came too late (best effort)."""
+        for attempt in range(self._cancel_tries):
+            if attempt:
+                await asyncio.sleep(self._config.retry_s)
+            try:
+                await self._call(self._cancel_script, keys, [request_id, self._key_ttl_ms])
+            except _FAILURES as exc:
+                logger.debug("shared rate limits: cancelling %s failed (%s: %s)",
+                             request_id, type(exc).__name__, exc)
+            else:
+                return
+        logger.debug("shared rate limits: gave up cancelling %s; its lease and tokens expire", request_id)
 
     async def _send_release(self, keys: list[str], args: list[str | int]) -> None:
         try:
@@ -260,8 +293,10 @@ def _bucket(kind: str, name: str, config: LimitsConfig) -> _Bucket:
                    config.tokens_per_minute, config.concurrent_requests)
 
 
-def _admit_keys(buckets: list[_Bucket]) -> list[str]:
-    return [key for bucket in buckets for key in bucket.keys(*_KEYS_PER_BUCKET)]
+def _admit_keys(buckets: list[_Bucket], request_id: str) -> list[str]:
+    """ADMIT's and CANCEL's keys: every bucket's, then the request's cancel mark."""
+    return [*(key for bucket in buckets for key in bucket.keys(*_KEYS_PER_BUCKET)),
+            f"{KEY_PREFIX}:cancelled:{request_id}"]
 
 
 def _refusal(bucket: _Bucket, reply: list[Any], window_us: int) -> RateLimitError:

@@ -1,12 +1,19 @@
 """The Lua scripts of :mod:`corral.router.limits_redis`: each runs atomically in Redis.
 
-    ADMIT    KEYS: req, tok, amt, sum, lease of each bucket (5 per bucket)
+    ADMIT    KEYS: req, tok, amt, sum, lease of each bucket (5 per bucket), then the request's
+                   cancel mark
              ARGV: window (us), lease length (us), key TTL (ms), request id, tokens to reserve,
                    then requests/min, tokens/min, concurrency of each bucket (0: no limit)
              ->    {1, requests in window, tokens in window, requests reset (us), tokens reset (us)}
                    of the first bucket, after adding the request to every bucket; or
                    {0, bucket index, 'requests'|'tokens'|'concurrent', wait (us), the same four}
-                   of the first full bucket, adding nothing anywhere
+                   of the first full bucket, adding nothing anywhere; or {-1}, adding nothing,
+                   when the request was cancelled first (nobody reads that reply: its router
+                   gave up waiting before it cancelled)
+    CANCEL   KEYS: as ADMIT's; ARGV: request id, mark TTL (ms): voids an admission whose reply
+             the router gave up waiting for (it may have run, or run later): takes the request
+             out of every bucket (request, reservation, lease) and leaves the cancel mark, so
+             that an ADMIT arriving after it adds nothing
     RELEASE  KEYS: tok, amt, sum, lease of each bucket; ARGV: request id, used tokens ('' keeps
              the reservation): frees the lease, reconciles the reservation if still in the window
     RENEW    KEYS: lease sets; ARGV: lease length (us), key TTL (ms), one request id per key:
@@ -25,7 +32,8 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local window, lease_us, ttl_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local id, reserve = ARGV[4], tonumber(ARGV[5])
 local cutoff = now - window
-local n = #KEYS / 5
+local n = (#KEYS - 1) / 5
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {-1} end
 
 local function reset(key)
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -115,6 +123,23 @@ for i = 0, #KEYS / 4 - 1 do
     redis.call('HSET', KEYS[k + 2], id, int(used))
     redis.call('INCRBY', KEYS[k + 3], int(used - old))
   end
+end
+return 1
+"""
+
+# KEYS: req, tok, amt, sum, lease of each bucket, then the cancel mark. ARGV: id, mark TTL (ms).
+CANCEL = """
+local id = ARGV[1]
+redis.call('SET', KEYS[#KEYS], '1', 'PX', ARGV[2])
+for i = 0, (#KEYS - 1) / 5 - 1 do
+  local k = i * 5
+  redis.call('ZREM', KEYS[k + 1], id)
+  if redis.call('ZREM', KEYS[k + 2], id) == 1 then
+    local amount = redis.call('HGET', KEYS[k + 3], id)
+    redis.call('HDEL', KEYS[k + 3], id)
+    if amount then redis.call('DECRBY', KEYS[k + 4], amount) end
+  end
+  redis.call('ZREM', KEYS[k + 5], id)
 end
 return 1
 """

@@ -6,7 +6,8 @@ it; ``{h}`` a block hash as 16 hex digits)::
     corral:kv:{c}:b:{h}    blob: one codec blob, named by the last block of its prefix
     corral:kv:{c}:p:{h}    pointer: "<blob key> <blob tokens>", for every chunk boundary
                            inside the blob's prefix (h is the block hash at that boundary)
-    corral:kv:lru          sorted set: blob key -> last use (ms), for all models
+    corral:kv:lru          sorted set: blob key -> last use (Redis' clock, microseconds), for
+                           all models
     corral:kv:sizes        hash: blob key -> bytes
     corral:kv:ptrs         hash: blob key -> its pointer keys
     corral:kv:bytes        the total of corral:kv:sizes
@@ -21,8 +22,12 @@ Contract (see :mod:`corral.worker.kvstore.tier` for the shared part):
   one ``MULTI``: ``SET`` the blob, then a Lua script that points the chunk boundaries at it,
   drops blobs the new one makes redundant (a blob that ends at one of its boundaries is a
   prefix of it), drops expired ones, and evicts least recently used blobs until all
-  workers' blobs together fit ``max_bytes``. Atomic, so two workers storing at once cannot
-  overshoot the shared bound.
+  workers' blobs together fit ``max_bytes`` (only a lone new blob may stay over it, and a
+  blob larger than ``max_bytes`` is not stored). Atomic, so two workers storing at once
+  cannot overshoot the shared bound.
+- Last use is Redis' clock (``TIME`` in the scripts, never a worker's), kept strictly
+  increasing, so the LRU order is the order in which Redis ran the stores and loads, however
+  the workers' clocks are skewed. Needs Redis >= 5 (scripts replicated by their effects).
 - Every key has a TTL (``ttl_s``), refreshed when used.
 - Every call has a timeout (``timeout_s``). Redis down, slow or refusing is a miss, never an
   error: logged once per outage, counted (``unavailable``), and retried after a backoff
@@ -30,7 +35,10 @@ Contract (see :mod:`corral.worker.kvstore.tier` for the shared part):
 - KV events: the worker publishes (medium ``"redis"``) the blobs *it* wrote, until it
   evicts them, finds them gone, they expire, or Redis fails (unreachable, and it may come
   back empty: the worker writes them again as prompts need them). Other workers publish
-  their own.
+  their own. Blobs another worker's store evicted are found gone by a check: at most every
+  ``CHECK_EVERY_S`` (worker's monotonic clock), a lookup or store also asks ``EXISTS`` of
+  every blob the worker publishes (in the lookup's own round trip, or one pipelined call
+  after a store) and withdraws those gone.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from redis.retry import Retry
 from corral.prefix.events import MEDIUM_REDIS
 from corral.worker.kv_events import KVEventLog
 from corral.worker.kvstore.codec import BlobError, decode, read_header
+from corral.worker.kvstore.redis_scripts import DISCARD, STORE, TOUCH, UNPOINT
 from corral.worker.kvstore.stats import TierCounters, TierStats
 from corral.worker.kvstore.tier import Candidate
 from corral.worker.prefix_store import PrefixStore
@@ -59,87 +68,8 @@ POINTERS_KEY = f"{PREFIX}:ptrs"
 TOTAL_KEY = f"{PREFIX}:bytes"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
-
-_DROP = """
-local function drop(b)
-  local list = redis.call('HGET', KEYS[3], b)
-  if list then
-    for p in string.gmatch(list, '%S+') do
-      local v = redis.call('GET', p)
-      if v and string.sub(v, 1, #b + 1) == b .. ' ' then redis.call('DEL', p) end
-    end
-  end
-  redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[2], b) or '0'))
-  redis.call('DEL', b)
-  redis.call('ZREM', KEYS[1], b)
-  redis.call('HDEL', KEYS[2], b)
-  redis.call('HDEL', KEYS[3], b)
-  table.insert(dropped, b)
-end
-"""
-
-#: KEYS: lru, sizes, ptrs, total, blob, pointer...; ARGV: now_ms, bytes, max_bytes, ttl_ms,
-#: blob tokens, then the tokens at each pointer's boundary. Returns the blob keys dropped.
-_STORE = (
-    "local dropped = {}\n"
-    + _DROP
-    + """
-local now, size, max_bytes, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local blob = KEYS[5]
-if redis.call('HEXISTS', KEYS[2], blob) == 1 then
-  redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[2], blob)))
-end
-for _, b in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl)) do
-  if b ~= blob then drop(b) end
-end
-local names = {}
-for i = 6, #KEYS do
-  local old = redis.call('GET', KEYS[i])
-  if old then
-    local ob, ot = string.match(old, '^(%S+) (%d+)$')
-    if ob and ob ~= blob and ot == ARGV[i] then drop(ob) end
-  end
-  redis.call('SET', KEYS[i], blob .. ' ' .. ARGV[5], 'PX', ttl)
-  table.insert(names, KEYS[i])
-end
-redis.call('HSET', KEYS[2], blob, size)
-redis.call('HSET', KEYS[3], blob, table.concat(names, ' '))
-redis.call('ZADD', KEYS[1], now, blob)
-if tonumber(redis.call('INCRBY', KEYS[4], size)) < size then redis.call('SET', KEYS[4], size) end
-while tonumber(redis.call('GET', KEYS[4])) > max_bytes do
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  if not oldest or oldest == blob then break end
-  drop(oldest)
-end
-for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
-return dropped
-"""
-)
-
-#: KEYS: blob, lru, ptrs, sizes, total; ARGV: now_ms, ttl_ms. 1 if the blob exists.
-_TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local ttl = tonumber(ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], 'XX', tonumber(ARGV[1]), KEYS[1])
-local list = redis.call('HGET', KEYS[3], KEYS[1])
-if list then
-  for p in string.gmatch(list, '%S+') do redis.call('PEXPIRE', p, ttl) end
-end
-for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
-return 1
-"""
-
-#: KEYS: lru, sizes, ptrs, total; ARGV: blob key. Drops the blob, its pointers and accounting.
-_DISCARD = "local dropped = {}\n" + _DROP + "\ndrop(ARGV[1])\nreturn dropped\n"
-
-#: KEYS: pointer; ARGV: blob key. Deletes the pointer if it still names that blob.
-_UNPOINT = """
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
+#: How often, at most, a worker checks that the blobs it publishes still exist.
+CHECK_EVERY_S = 5.0
 
 def connect(url: str, *, timeout_s: float) -> redis.Redis:
     """A client whose every call gives up after ``timeout_s`` and never retries by itself."""
@@ -171,6 +101,9 @@ class RedisTier:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (this worker's wall clock) only ages what this worker publishes;
+        Redis orders and expires blobs on its own clock. ``monotonic`` times the backoff
+        after a failure and the checks that published blobs still exist."""
         self._client = client
         self._compat = compat
         self._namespace = f"{PREFIX}:{compat.hex()}"
@@ -182,15 +115,16 @@ class RedisTier:
         self._clock = clock
         self._monotonic = monotonic
         self.counters = TierCounters(self.name)
-        self._store_script = client.register_script(_STORE)
-        self._touch_script = client.register_script(_TOUCH)
-        self._unpoint_script = client.register_script(_UNPOINT)
-        self._discard_script = client.register_script(_DISCARD)
+        self._store_script = client.register_script(STORE)
+        self._touch_script = client.register_script(TOUCH)
+        self._unpoint_script = client.register_script(UNPOINT)
+        self._discard_script = client.register_script(DISCARD)
         self._lock = threading.Lock()
         # What this worker wrote (for its KV events): chains, sizes, last use.
         self._mine: PrefixStore[float] = PrefixStore(max_bytes)
         self._down_until: float | None = None
         self._backoff_s = BACKOFF_FIRST_S
+        self._next_check = monotonic() + CHECK_EVERY_S
 
     def blob_key(self, key: int) -> str:
         return f"{self._namespace}:b:{key:016x}"
@@ -235,12 +169,18 @@ class RedisTier:
         indexes = self.boundaries(hashes)
         if not indexes or not self.available():
             return None
+        checked = self._claim_check()
         try:
-            values = self._client.mget([self.pointer_key(hashes[i]) for i in indexes])
+            pipe = self._client.pipeline(transaction=False)
+            pipe.mget([self.pointer_key(hashes[i]) for i in indexes])
+            for mine in checked:
+                pipe.exists(self.blob_key(mine))
+            values, *exists = pipe.execute()
         except redis.RedisError as exc:
             self._failed(exc, "looking up a prefix")
             return None
         self._succeeded()
+        self._withdraw_gone(checked, exists)
         self._expire_mine()
         for i, value in zip(reversed(indexes), reversed(values), strict=True):
             key = self._parse_pointer(value)
@@ -267,7 +207,7 @@ class RedisTier:
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.get(blob_key)
-            self._touch_script(keys=self._touch_keys(blob_key), args=self._now_ttl(), client=pipe)
+            self._touch_script(keys=self._touch_keys(blob_key), args=[self._ttl_ms], client=pipe)
             blob, _touched = pipe.execute()
         except redis.RedisError as exc:
             self._failed(exc, "reading a prefix")
@@ -327,16 +267,15 @@ class RedisTier:
         blob_key = self.blob_key(key)
         n_tokens = read_header(blob).n_tokens
         try:
-            if self._touch_script(keys=self._touch_keys(blob_key), args=self._now_ttl()):
+            if self._touch_script(keys=self._touch_keys(blob_key), args=[self._ttl_ms]):
                 dropped: list[bytes] = []  # another worker stored it: only touched
             else:
                 pipe = self._client.pipeline(transaction=True)
                 pipe.set(blob_key, blob, px=self._ttl_ms)
-                now_ms, ttl_ms = self._now_ttl()
                 self._store_script(
                     keys=[LRU_KEY, SIZES_KEY, POINTERS_KEY, TOTAL_KEY, blob_key,
                           *(self.pointer_key(chain[i]) for i in indexes)],
-                    args=[now_ms, len(blob), self.max_bytes, ttl_ms, n_tokens,
+                    args=[len(blob), self.max_bytes, self._ttl_ms, n_tokens,
                           *((i + 1) * self._block_size for i in indexes)],
                     client=pipe,
                 )
@@ -347,6 +286,7 @@ class RedisTier:
             return
         self._succeeded()
         self._remember(chain, len(blob), dropped)
+        self._check_if_due()
 
     def _remember(self, chain: Sequence[int], nbytes: int, dropped: list[bytes]) -> None:
         prefix = f"{self._namespace}:b:".encode()
@@ -366,11 +306,54 @@ class RedisTier:
     # -- what this worker wrote --------------------------------------------------------
 
     def _mine_used(self, key: int) -> None:
-        """Record a use of ``key`` (lock held): its local expiry moves on."""
-        entry = self._mine.get(key)
-        if entry is not None:
+        """Record a use of ``key`` (lock held): its local expiry moves on. Whatever the
+        re-put drops (or the entry itself, were it refused) is withdrawn."""
+        with self._events.recording() as ledger:
+            entry = self._mine.get(key)
+            if entry is None:
+                return
             self._mine.remove(key)
-            self._mine.put(entry.block_hashes, self._clock(), entry.nbytes)
+            put = self._mine.put(entry.block_hashes, self._clock(), entry.nbytes)
+            for removed in put.removed:
+                ledger.release((self.name, removed.key))
+            if put.stored is None:
+                ledger.release((self.name, key))
+
+    def _claim_check(self) -> list[int]:
+        """The blobs this worker publishes, when a check that they exist is due (then the
+        next is ``CHECK_EVERY_S`` away); else nothing."""
+        with self._lock:
+            now = self._monotonic()
+            if now < self._next_check:
+                return []
+            self._next_check = now + CHECK_EVERY_S
+            return [entry.key for entry in self._mine.entries()]
+
+    def _check_if_due(self) -> None:
+        """When due, one pipelined ``EXISTS`` per published blob; withdraw those gone."""
+        checked = self._claim_check()
+        if not checked:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in checked:
+                pipe.exists(self.blob_key(key))
+            exists = pipe.execute()
+        except redis.RedisError as exc:
+            self._failed(exc, "checking its prefixes")
+            return
+        self._withdraw_gone(checked, exists)
+
+    def _withdraw_gone(self, checked: Sequence[int], exists: Sequence[Any]) -> None:
+        """Stop publishing the blobs of ``checked`` that ``EXISTS`` found gone: another
+        worker's store evicted them, or they expired."""
+        gone = [key for key, found in zip(checked, exists, strict=True) if not found]
+        if not gone:
+            return
+        with self._lock, self._events.recording() as ledger:
+            for key in gone:
+                if self._mine.remove(key) is not None:
+                    ledger.release((self.name, key))
 
     def _expire_mine(self) -> None:
         """Stop publishing blobs unused for ``ttl_s``: Redis has expired them."""
@@ -401,9 +384,6 @@ class RedisTier:
         self._client.close()
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _now_ttl(self) -> list[int]:
-        return [int(self._clock() * 1000), self._ttl_ms]
 
     def _touch_keys(self, blob_key: str) -> list[str]:
         return [blob_key, LRU_KEY, POINTERS_KEY, SIZES_KEY, TOTAL_KEY]
