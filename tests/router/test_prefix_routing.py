@@ -204,7 +204,9 @@ async def test_kv_policy_predicts_nothing_when_no_worker_holds_anything() -> Non
         assert reply.status == 200 and reply.headers[PREDICTED] == b"0"
         assert orjson.loads(reply.body)["choices"]
         tokenizer = app.routing.tokenizers["smol"]
-        assert tokenizer.cache.misses < 6  # stopped after the first piece missed
+        # Routing stopped after the first piece that missed: it tokenized (and cached) only
+        # that batch; the prompt-length check needed none (the prompt's bytes fit).
+        assert 0 < len(tokenizer.cache) < 6
 
 
 def test_policies_share_one_bounded_index() -> None:

@@ -89,7 +89,7 @@ class RouterApp:
         self._auth = Authenticator(stack.router.auth, stack.models)
         self._stack = stack
         self._openapi_json: bytes | None = None
-        self._prompts = PromptLengthCheck(stack.models)
+        self._prompts = PromptLengthCheck(stack.models, cache_bytes=stack.router.routing.tokenizer_cache_bytes)
         self._limits = create_limiter(
             stack, lambda action: self.metrics.shared_limits_errors.labels(action).inc()
         )
