@@ -163,6 +163,8 @@ class PrefixIndex:
         of ``shared_from`` (default: ``endpoints``; give every endpoint of the model, in any
         pool) holds in a shared medium can be served by all."""
         helds = [self._by_endpoint.get(endpoint) for endpoint in endpoints]
+        if not self._weighed_bits():  # every medium seen weighs 1.0, none is shared: count
+            return [(count, float(count)) for count in self._counts(hashes, helds)]
         peers = helds if shared_from is None else [self._by_endpoint.get(url) for url in shared_from]
         shared_bits = self._shared_bits()
         shared: dict[int, float | None] = {}  # position -> the shared weight, when needed
@@ -187,6 +189,27 @@ class PrefixIndex:
         return results
 
     # -- internals ------------------------------------------------------------------
+
+    @staticmethod
+    def _counts(hashes: Sequence[int], helds: Sequence[OrderedDict[int, int] | None]) -> list[int]:
+        counts: list[int] = []
+        for held in helds:
+            count = 0
+            if held:
+                for block in hashes:
+                    if block not in held:
+                        break
+                    count += 1
+            counts.append(count)
+        return counts
+
+    def _weighed_bits(self) -> int:
+        """The bits of the media that weigh other than 1.0 or are shared (0: plain counting)."""
+        bits = 0
+        for medium, bit in self._media.items():
+            if medium in self._shared or self._weights.get(medium, 1.0) != 1.0:
+                bits |= bit
+        return bits
 
     def _weight(self, bits: int) -> float:
         weight = self._bits_weight.get(bits)

@@ -240,7 +240,7 @@ class RouterApp:
         self._auth.authorize(key, model.name)
         try:
             _check_max_tokens(model, data)
-            await self._prompts.check(model, path, data, _positive_int(_max_tokens(data)))
+            plan = await self._prompts.check(model, path, data, _positive_int(_max_tokens(data)))
         except APIError as exc:
             self._meter.refused(model.name, exc.status)
             raise
@@ -251,6 +251,7 @@ class RouterApp:
         raw_headers = scope["headers"]
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
         ctx = RequestContext(model.name, task, path, data, fields.user, headers)
+        ctx.routing.plan = plan  # rendered and cut once: the kv policy hashes the same pieces
         try:
             grant = await self._limits.acquire(
                 key.name if key else None, model.name, reserve_tokens(body, _max_tokens(data))

@@ -93,26 +93,29 @@ class PromptLengthCheck:
             return None
 
     async def check(self, model: ModelConfig, path: str, body: Mapping[str, Any],
-                    max_tokens: int | None) -> None:
+                    max_tokens: int | None) -> Plan | None:
         """Raise ContextLengthError (400) if the prompt and ``max_tokens`` cannot fit the
-        model's context; return at once when they surely fit or nothing here can tell."""
+        model's context; return at once when they surely fit or nothing here can tell.
+        Returns the prompt's tokenizing plan when it made one (the ``kv`` policy reuses it)."""
         tokenizer = self._tokenizers.get(model.name)
         if tokenizer is None or path not in _PATHS:
-            return
+            return None
         completion = max_tokens if max_tokens is not None else 1
         budget = model.context_length - completion  # tokens the prompt may have
         prompt = read_prompt(path, body)
         if prompt is None or budget < 0:
-            return  # the worker names what is wrong with it; max_tokens was checked before
+            return None  # the worker names what is wrong with it; max_tokens was checked before
+        plan = None
         if isinstance(prompt, TokenPrompt):
             count = len(prompt.tokens)
         else:
             plan = tokenizer.plan(prompt)
             if plan is None:
-                return  # no chat template, or one that fails: the worker says so
+                return None  # no chat template, or one that fails: the worker says so
             count = await self._count(tokenizer, plan, budget)
         if count > budget:
             raise _too_long(model, path, count, max_tokens)
+        return plan
 
     async def _count(self, tokenizer: PromptTokenizer, plan: Plan, budget: int) -> int:
         """The prompt's tokens, exactly, or any count <= ``budget`` once it surely fits.

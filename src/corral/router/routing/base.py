@@ -56,6 +56,9 @@ class RoutingState:
     #: Every endpoint of the model, in all its pools (healthy or not): where a block in a
     #: shared medium (Redis) may have been reported from. None: the candidates.
     peers: Sequence[str] | None = None
+    #: The prompt rendered and cut into pieces (corral.prefix.segments.Plan) by the
+    #: prompt-length check, when it made one with this model's tokenizer.
+    plan: Any = None
     predicted_cached_tokens: int | None = None
     prefill_tokens: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

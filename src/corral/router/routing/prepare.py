@@ -93,7 +93,7 @@ class TokenBlocks:
             chain.extend(array("i", prompt.tokens))
             estimate = chain.tokens
         else:
-            plan = self.tokenizer.plan(prompt)
+            plan = ctx.routing.plan or self.tokenizer.plan(prompt)
             if plan is None:
                 return
             try:
