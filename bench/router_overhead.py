@@ -300,6 +300,10 @@ def stack_file(args: argparse.Namespace, engines: list[str]) -> dict[str, object
         "source": SOURCE,
         "replicas": 0,
         "endpoints": engines,
+        # SmolLM2's own context: 8,000-character prompts (~2k tokens) fit with room, as they
+        # would in a real deployment; --context-length 2048 puts every prompt at the limit,
+        # where the router's prompt-length check must tokenize.
+        "context_length": args.context_length,
     }
     routing = {"policy": args.policy, "models": {"bench-round_robin": "round_robin"}}
     return {
@@ -399,6 +403,7 @@ def main() -> None:
         help="compare this policy with round_robin through the router (default: router vs direct)",
     )
     parser.add_argument("--prompt-chars", type=int, default=8000, help="with --policy")
+    parser.add_argument("--context-length", type=int, default=8192, help="the models' context, with --policy")
     parser.add_argument(
         "--workload",
         choices=["conversation", "unique", "hello"],

@@ -140,3 +140,38 @@ async def test_a_conversation_resent_with_a_new_turn_tokenizes_only_that_turn(sm
     assert first.status == 200 and second.status == 200
     assert seen >= 5  # the first had to be tokenized (its bytes did not fit 128 tokens)
     assert 1 <= len(cache) - seen <= 2  # the second: only the new turn's piece(s)
+
+
+def test_the_template_bound_covers_every_rendered_conversation(smol: PromptTokenizer) -> None:
+    import random
+
+    from corral.router.prompt_length import template_bytes
+
+    bound = template_bytes(smol)
+    assert bound is not None
+    fixed, per_message = bound
+    rng = random.Random(7)
+    for _ in range(200):
+        messages = [{"role": rng.choice(["system", "user", "assistant"]),
+                     "content": "".join(rng.choice("ab é😀\n<>|") for _ in range(rng.randrange(40)))}
+                    for _ in range(rng.randrange(1, 8))]
+        assert smol.template is not None
+        rendered = len(smol.template.render(messages).encode())
+        payload = sum(len(m["role"].encode()) + len(m["content"].encode()) for m in messages)
+        assert rendered <= fixed + per_message * len(messages) + payload
+
+
+async def test_a_chat_that_surely_fits_is_not_rendered() -> None:
+    from corral.config import ModelConfig
+    from corral.router.prompt_length import PromptLengthCheck
+
+    model = ModelConfig(name="smol", task="chat", engine="llamacpp", source=SMOL, context_length=4096)
+    check = PromptLengthCheck([model])
+    await check.start({})
+    try:
+        fits = await check.check(model, CHAT, chat(50), max_tokens=64)
+        near = await check.check(model, CHAT, chat(900), max_tokens=64)  # 3,600 bytes: render and count
+    finally:
+        await check.aclose()
+    assert fits is None  # decided from bytes alone
+    assert near is not None and near.pieces
