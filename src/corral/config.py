@@ -361,6 +361,28 @@ _LABEL_VALUE_RE = re.compile(rf"^({_LABEL_NAME})?$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
+def _label_map(value: dict[str, str]) -> dict[str, str]:
+    """Kubernetes labels: valid keys and values, or a ValueError naming the first bad one."""
+    for key, label in value.items():
+        if not _LABEL_KEY_RE.match(key):
+            raise ValueError(f"'{key}' is not a Kubernetes label key")
+        if not _LABEL_VALUE_RE.match(label):
+            raise ValueError(f"label '{key}': '{label}' is not a Kubernetes label value")
+    return value
+
+
+def _dns_label(value: str | None, what: str) -> str | None:
+    if value is not None and not _DNS_LABEL_RE.match(value):
+        raise ValueError(f"must be a Kubernetes {what}: lower-case letters, digits and -, at most 63")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not _URL_RE.match(value):
+        raise ValueError(f"'{value}' is not an http(s) URL")
+    return value
+
+
 class KubernetesDiscoveryConfig(_Frozen):
     """The router finds its workers by watching pods through the Kubernetes API.
 
@@ -401,26 +423,17 @@ class KubernetesDiscoveryConfig(_Frozen):
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, value: str | None) -> str | None:
-        if value is not None and not _DNS_LABEL_RE.match(value):
-            raise ValueError("must be a Kubernetes namespace name: lower-case letters, digits and -, at most 63")
-        return value
+        return _dns_label(value, "namespace name")
 
     @field_validator("selector")
     @classmethod
     def _check_selector(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            if not _LABEL_KEY_RE.match(key):
-                raise ValueError(f"'{key}' is not a Kubernetes label key")
-            if not _LABEL_VALUE_RE.match(label):
-                raise ValueError(f"label '{key}': '{label}' is not a Kubernetes label value")
-        return value
+        return _label_map(value)
 
     @field_validator("api_url")
     @classmethod
     def _check_api_url(cls, value: str | None) -> str | None:
-        if value is not None and not _URL_RE.match(value):
-            raise ValueError(f"'{value}' is not an http(s) URL")
-        return value.rstrip("/") if value is not None else None
+        return None if value is None else _http_url(value).rstrip("/")
 
     @model_validator(mode="after")
     def _check_source(self) -> KubernetesDiscoveryConfig:
@@ -691,9 +704,7 @@ class DeployConfig(_Frozen):
                      "worker_api_key_secret", "eks_cluster_name", "ingress_tls_secret")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not _DNS_LABEL_RE.match(value):
-            raise ValueError("must be a Kubernetes name: lower-case letters, digits and -, at most 63")
-        return value
+        return _dns_label(value, "name")
 
     @field_validator("image", "vllm_image", "redis_image")
     @classmethod
@@ -719,19 +730,12 @@ class DeployConfig(_Frozen):
     @field_validator("gpu_label_values", "gpu_node_selector", "monitoring_labels")
     @classmethod
     def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            if not _LABEL_KEY_RE.match(key):
-                raise ValueError(f"'{key}' is not a Kubernetes label key")
-            if not _LABEL_VALUE_RE.match(label):
-                raise ValueError(f"label '{key}': '{label}' is not a Kubernetes label value")
-        return value
+        return _label_map(value)
 
     @field_validator("prometheus_url")
     @classmethod
     def _check_prometheus_url(cls, value: str) -> str:
-        if not _URL_RE.match(value):
-            raise ValueError(f"'{value}' is not an http(s) URL")
-        return value.rstrip("/")
+        return _http_url(value).rstrip("/")
 
     @field_validator("eks_region")
     @classmethod
