@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,3 +94,17 @@ def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         yield stack
     finally:
         stop_stack(stack)
+
+
+@contextlib.contextmanager
+def stack_from_text(tmp_path_factory: pytest.TempPathFactory, name: str, text: str) -> Iterator[RunningStack]:
+    """`corral up` of the stack file ``text`` on a free port, stopped afterwards."""
+    tmp = tmp_path_factory.mktemp(name)
+    stack_file = tmp / "stack.yaml"
+    stack_file.write_text(text)
+    running = start_stack(stack_file, tmp)
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+

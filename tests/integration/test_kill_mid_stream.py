@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from tests.integration.conftest import RunningStack, start_stack, stop_stack
+from tests.integration.conftest import RunningStack, stack_from_text
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +40,8 @@ MESSAGES = [{"role": "user", "content": "Tell me a long story about a lighthouse
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    tmp = tmp_path_factory.mktemp("kill-mid-stream")
-    stack_file = tmp / "stack.yaml"
-    stack_file.write_text(STACK)
-    running = start_stack(stack_file, tmp)
-    try:
+    with stack_from_text(tmp_path_factory, "kill-mid-stream", STACK) as running:
         yield running
-    finally:
-        stop_stack(running)
 
 
 def worker_pid(stack: RunningStack, endpoint: str) -> int:

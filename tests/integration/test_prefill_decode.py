@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 import yaml
-from tests.integration.conftest import RunningStack, start_stack, stop_stack
+from tests.integration.conftest import RunningStack, stack_from_text
 
 pytestmark = pytest.mark.slow
 
@@ -44,14 +44,8 @@ def ask(question: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    tmp = tmp_path_factory.mktemp("prefill-decode")
-    stack_file = tmp / "stack.yaml"
-    stack_file.write_text(STACK)
-    running = start_stack(stack_file, tmp)
-    try:
+    with stack_from_text(tmp_path_factory, "prefill-decode", STACK) as running:
         yield running
-    finally:
-        stop_stack(running)
 
 
 def roles(stack: RunningStack) -> tuple[str, str]:
