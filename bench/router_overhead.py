@@ -349,6 +349,8 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[list[str], str, int]]:
             command = [sys.executable, "-c", SERVE_ROUTER, str(stack), str(port)]
             if args.profile is not None:
                 command = [sys.executable, "-c", PROFILE_ROUTER, str(stack), str(port), str(args.profile)]
+            if args.router_cpu is not None:
+                command = ["taskset", "-c", str(args.router_cpu), *command]
             router = subprocess.Popen(command, cwd=REPO, env=env)
             started.append(router)
             routed = f"http://127.0.0.1:{port}"
@@ -417,6 +419,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument(
+        "--router-cpu", type=int, help="pin the router to this CPU and everything else to the others "
+        "(does one core keep up with the rate?)"
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run the router under cProfile; print its top functions, keep the stats here"
     )
     args = parser.parse_args()
@@ -432,6 +438,13 @@ def main() -> None:
         )
         args.out = OUT_DIR / f"{name}.json"
     load_before = os.getloadavg()
+    if args.router_cpu is not None:
+        # The router alone on its core; this load generator and the fake engines (started
+        # from here, so they inherit it) on the others.
+        others = set(os.sched_getaffinity(0)) - {args.router_cpu}
+        if not others:
+            raise SystemExit("--router-cpu needs a machine with at least two CPUs")
+        os.sched_setaffinity(0, others)
     with processes(args) as (engines, router, pid):
         path = "/v1/chat/completions"
         if args.policy is None:

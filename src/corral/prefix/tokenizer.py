@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from corral.errors import InvalidRequestError
 from corral.prefix.prompt import ChatPrompt, Prompt, TextPrompt, TokenPrompt
+from corral.prefix.rendering import MessageRenderer
 from corral.prefix.segments import Piece, PieceCache, Plan, Segmenter
 from corral.prefix.vocab import GgufVocab
 from corral.sources import resolve_source
@@ -45,6 +46,7 @@ class PromptTokenizer:
             if vocab.chat_template
             else None
         )
+        self.renderer = None if self.template is None else MessageRenderer(self.template)
         samples = [] if self.template is None else [self.template.render(_SAMPLE_CHAT)]
         self.segmenter = Segmenter(vocab, samples=samples)
         self.cache = PieceCache(cache_bytes)
@@ -65,10 +67,10 @@ class PromptTokenizer:
         the worker would refuse it (no chat template, or the template fails)."""
         if isinstance(prompt, TextPrompt):
             return prompt.text, True
-        if self.template is None:
+        if self.template is None or self.renderer is None:
             return None
         try:
-            text = self.template.render(prompt.messages)
+            text = self.renderer.render(prompt.messages)
         except InvalidRequestError:
             return None
         return text, not text.startswith(self.template.bos_token)

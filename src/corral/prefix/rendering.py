@@ -1,0 +1,151 @@
+"""Chat prompts rendered message by message, when the model's template allows it.
+
+Rendering a chat template (sandboxed Jinja) costs tens of microseconds per request, and the
+router renders every chat prompt it checks or hashes exactly. Most templates render each
+message on its own, between a fixed header and the generation prompt (ChatML, Llama 3,
+SmolLM2, Qwen...). For those, a conversation's text is:
+
+    first(m1) + next(role1, m2) + next(role2, m3) + ... + generation prompt
+
+where ``first(m)`` is ``[m]`` rendered alone (it carries any default system prompt), and
+``next(r, m)`` is what ``m`` adds after a message of role ``r``. Each piece is rendered
+once and kept (LRU, bounded in bytes): a conversation re-sent with one more turn renders
+only that turn.
+
+Whether a template is such a one is *checked*, not assumed: at construction the pieces
+must reproduce the template's own output, to the character, for a set of sample
+conversations (role orders, empty, spaced, multi-line and non-ASCII contents). A template
+that merges the system prompt into the first user turn (Gemma), numbers its messages, or
+refuses some orders fails the check, and is then rendered whole, as before. The worker
+always renders whole; the router's text must equal it, which the check guarantees for
+every template that passes, since Jinja templates that pass are pure functions of each
+message and its predecessor's role.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from corral.errors import InvalidRequestError
+from corral.worker.chat_template import ChatTemplate
+
+_ROLES = ("system", "user", "assistant")
+_CONTENTS = ("", "Hello there.", "  spaced  ", "two\nlines\n\n", "é😀 ünïcode", "a" * 300)
+_SAMPLES: tuple[tuple[str, ...], ...] = (
+    ("user",),
+    ("system", "user"),
+    ("user", "assistant", "user"),
+    ("system", "user", "assistant", "user", "assistant", "user"),
+    ("user", "user"),
+    ("assistant", "user"),
+    ("system", "system", "user"),
+    ("user", "assistant", "assistant", "user"),
+)
+_ANCHOR = "anchor message"
+
+
+class MessageRenderer:
+    """``render(messages)`` equal to ``template.render(messages)`` (add_generation_prompt),
+    message by message from a cache where :attr:`separable`, whole otherwise."""
+
+    def __init__(self, template: ChatTemplate, *, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self._template = template
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._pieces: OrderedDict[tuple[str | None, str, str], str] = OrderedDict()
+        self._prefixes: dict[str, str] = {}  # role -> its anchor rendered without generation prompt
+        self._generation = ""
+        self.separable = self._check()
+        self._pieces.clear()
+        self._bytes = 0
+
+    def render(self, messages: Sequence[Mapping[str, str]]) -> str:
+        if not self.separable or not messages:
+            return self._template.render(messages)
+        parts: list[str] = []
+        previous: str | None = None
+        try:
+            for message in messages:
+                role, content = message["role"], message["content"]
+                if role not in self._prefixes:  # a role the check did not cover: render whole
+                    return self._template.render(messages)
+                parts.append(self._piece(previous, role, content))
+                previous = role
+        except (_NotSeparable, InvalidRequestError):
+            return self._template.render(messages)  # the template's own answer, or error
+        parts.append(self._generation)
+        return "".join(parts)
+
+    # -- pieces ----------------------------------------------------------------------
+
+    def _piece(self, previous: str | None, role: str, content: str) -> str:
+        key = (previous, role, content)
+        piece = self._pieces.get(key)
+        if piece is not None:
+            self._pieces.move_to_end(key)
+            return piece
+        message = {"role": role, "content": content}
+        if previous is None:
+            piece = self._template.render([message], add_generation_prompt=False)
+        else:
+            anchor = self._prefixes[previous]
+            whole = self._template.render(
+                [{"role": previous, "content": _ANCHOR}, message], add_generation_prompt=False
+            )
+            if not whole.startswith(anchor):
+                raise _NotSeparable
+            piece = whole[len(anchor) :]
+        self._keep(key, piece)
+        return piece
+
+    def _keep(self, key: tuple[str | None, str, str], piece: str) -> None:
+        size = 2 * (len(key[2]) + len(piece)) + 200  # rough: both strings and the entry
+        if size > self._max_bytes:
+            return
+        self._pieces[key] = piece
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            (_, _, content), old = self._pieces.popitem(last=False)
+            self._bytes -= 2 * (len(content) + len(old)) + 200
+
+    # -- the check ---------------------------------------------------------------------
+
+    def _check(self) -> bool:
+        render = self._template.render
+        try:
+            for role in _ROLES:
+                anchor = [{"role": role, "content": _ANCHOR}]
+                self._prefixes[role] = render(anchor, add_generation_prompt=False)
+            anchor_text = self._prefixes["user"]
+            with_prompt = render([{"role": "user", "content": _ANCHOR}], add_generation_prompt=True)
+            if not with_prompt.startswith(anchor_text):
+                return self._fail()
+            self._generation = with_prompt[len(anchor_text) :]
+            for number, roles in enumerate(_SAMPLES):
+                messages = [
+                    {"role": role, "content": _CONTENTS[(number + index) % len(_CONTENTS)]}
+                    for index, role in enumerate(roles)
+                ]
+                if self.render_pieces(messages) != render(messages):
+                    return self._fail()
+        except (InvalidRequestError, _NotSeparable):
+            return self._fail()
+        return True
+
+    def render_pieces(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The message-by-message rendering, cached or not (for the check and tests)."""
+        parts = []
+        previous: str | None = None
+        for message in messages:
+            parts.append(self._piece(previous, message["role"], message["content"]))
+            previous = message["role"]
+        return "".join(parts) + self._generation
+
+    def _fail(self) -> bool:
+        self._prefixes.clear()
+        return False
+
+
+class _NotSeparable(Exception):
+    """The template's text for [previous, message] does not start with its text for [previous]."""
