@@ -54,6 +54,12 @@ class ASGITransport:
             raise TransportTimeout(
                 f"{endpoint_url} did not answer in time", endpoint=endpoint_url
             ) from None
+        except asyncio.CancelledError:
+            # The caller gave up before the response started: the client went away. Like a
+            # closed connection, that ends the app's side too, and nobody reads its outcome.
+            exchange.started.add_done_callback(_consume)
+            await asyncio.shield(exchange.aclose())
+            raise
         return exchange
 
     async def aclose(self) -> None:
@@ -136,6 +142,12 @@ class ASGIResponse:
         if not task.done():
             task.cancel()
             await asyncio.wait({task})
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve an abandoned future's outcome (so asyncio does not report it as lost)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _scope(
