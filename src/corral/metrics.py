@@ -171,17 +171,6 @@ class WorkerMetrics:
             "corral_worker_inter_token_latency_seconds", "Gap between consecutive generated tokens.",
             labels, buckets=ITL_BUCKETS_S, registry=registry,
         ).labels(model)
-        self.kv_hits = Counter(
-            "corral_worker_kv_cache_hits_total", "Prompts that reused a stored prefix, by tier.",
-            ["model", "tier"], registry=registry,
-        )
-        self.kv_misses = Counter(
-            "corral_worker_kv_cache_misses_total", "Prompts that found no reusable prefix.", labels, registry=registry,
-        ).labels(model)
-        self.kv_bytes = Gauge(
-            "corral_worker_kv_cache_bytes", "Bytes of prefix KV state held, by tier.",
-            ["model", "tier"], registry=registry,
-        )
         self.model_load = Gauge(
             "corral_worker_model_load_seconds", "How long the model took to load.", labels, registry=registry,
         ).labels(model)

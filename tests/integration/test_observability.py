@@ -38,9 +38,14 @@ def observed_stack(tmp_path_factory):
     stack_file = tmp / "stack.yaml"
     stack_file.write_text(yaml.safe_dump({
         "observability": {"prometheus": True, "prometheus_port": prometheus_port, "scrape_interval_s": 1},
+        # A prefill worker and a decode worker, handing KV over through the Redis tier, so that
+        # the tier and prefill panels have data too.
+        "cache": {"redis": {}, "chunk_tokens": 16},
+        "redis": {"port": 0},
+        "router": {"prefill_min_tokens": 16},
         "models": [
             {"name": CHAT, "task": "chat", "engine": "llamacpp", "source": "smollm2-135m-instruct",
-             "replicas": 2, "context_length": 1024},
+             "replicas": 2, "prefill_replicas": 1, "context_length": 1024},
             {"name": "minilm-l6-v2", "task": "embedding", "engine": "onnx-embed", "source": "minilm-l6-v2",
              "context_length": 256},
         ],

@@ -56,8 +56,13 @@ def _routing() -> list[Panel]:
             (q.rate_sum("corral_router_cached_tokens_actual_total"), "actual {{model}}"),
         )),
         Panel("Prediction agreement", ((q.prediction_agreement(), "{{model}}"),), "percentunit"),
-        Panel("KV cache hits/s by tier", ((q.rate_sum("corral_worker_kv_cache_hits_total", "tier"), "{{tier}}"),)),
-        Panel("KV cache bytes by tier", (("sum by (tier) (corral_worker_kv_cache_bytes)", "{{tier}}"),), "bytes"),
+        Panel("KV tier hits/s (prompts whose prefix came from the tier)",
+              ((q.rate_sum("corral_worker_kv_tier_hits_total", "tier"), "{{tier}}"),)),
+        Panel("Prompt tokens not prefilled thanks to each tier/s",
+              ((q.rate_sum("corral_worker_kv_tier_hit_tokens_total", "tier"), "{{tier}}"),)),
+        Panel("KV tier bytes", (("sum by (tier) (corral_worker_kv_tier_bytes)", "{{tier}}"),), "bytes"),
+        Panel("Disaggregated prefills/s by outcome",
+              ((q.rate_sum("corral_router_prefills_total", "model, outcome"), "{{model}} {{outcome}}"),)),
     ]
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from corral.metrics import WorkerMetrics
-from corral.worker.engine import Engine, PrefixCachingEngine
+from corral.worker.engine import Engine
 from corral.worker.streams import TokenStream
 
 
@@ -65,10 +65,6 @@ class MeteredStream:
         metrics.prompt_tokens.inc(usage.prompt_tokens)
         metrics.generation_tokens.inc(usage.completion_tokens)
         metrics.cached_prompt_tokens.inc(usage.cached_tokens)
-        if usage.cached_tokens:
-            metrics.kv_hits.labels(metrics.model, "ram").inc()
-        else:
-            metrics.kv_misses.inc()
         self._on_end()
 
 
@@ -83,9 +79,6 @@ class Meter:
         metrics.queue_capacity.set(queue_size)
         metrics.running.set_function(lambda: max(0, self._in_flight - queue_depth()))
         metrics.requests.labels(metrics.model, "rejected")  # a series from the start
-        if isinstance(engine, PrefixCachingEngine):
-            metrics.kv_bytes.labels(metrics.model, "ram").set_function(lambda: engine.prefix_stats.nbytes)
-            metrics.kv_hits.labels(metrics.model, "ram")
 
     def wrap(self, stream: TokenStream, started_s: float) -> MeteredStream:
         self._in_flight += 1
