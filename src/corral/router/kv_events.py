@@ -36,6 +36,16 @@ _STREAM_TIMEOUT_S = 24 * 3600.0
 IDLE_TIMEOUT_S = 60.0
 
 
+async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Resync(Exception):
     """The stream can no longer be trusted: drop the endpoint's blocks and reconnect."""
 
@@ -90,15 +100,8 @@ class KVEventSubscriber:
                 )
 
     async def aclose(self) -> None:
-        tasks = list(self._followers.values())
-        if self._syncer is not None:
-            tasks.append(self._syncer)
-            self._syncer = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        syncer, self._syncer = self._syncer, None
+        await cancel_all([*self._followers.values(), *([syncer] if syncer else [])])
         for url in self._followers:
             self._index.clear(url)
         self._followers.clear()

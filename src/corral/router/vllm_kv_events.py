@@ -49,7 +49,6 @@ followed: one publisher per endpoint.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -65,6 +64,7 @@ from corral.config import ModelConfig, VllmConfig
 from corral.prefix.events import MEDIUM_RAM
 from corral.prefix.hashing import chain_blocks, root_hash, token_bytes
 from corral.prefix.index import PrefixIndex
+from corral.router.kv_events import cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -436,15 +436,8 @@ class VllmKVEventSubscriber:
                 self._followers[url] = (target, task)
 
     async def aclose(self) -> None:
-        tasks = [task for _, task in self._followers.values()]
-        if self._syncer is not None:
-            tasks.append(self._syncer)
-            self._syncer = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        syncer, self._syncer = self._syncer, None
+        await cancel_all([*(task for _, task in self._followers.values()), *([syncer] if syncer else [])])
         for url in self._followers:
             self._index.clear(url)
         self._followers.clear()
