@@ -145,3 +145,11 @@ def test_redis_blocks_count_when_reported_by_a_peer_that_is_no_candidate() -> No
     index.store("prefill", [1, 2, 3], "redis")  # a prefill worker stored the prompt
     assert index.weighted([1, 2, 3], ["decode"]) == [(0, 0.0)]
     assert index.weighted([1, 2, 3], ["decode"], shared_from=["decode", "prefill"]) == [(3, 1.5)]
+
+
+def test_a_peers_redis_copy_counts_when_it_weighs_more_than_the_own_copy() -> None:
+    index = PrefixIndex(max_blocks=100, max_bytes=1 << 20, medium_weights={"disk": 0.3, "redis": 0.6},
+                        shared_media=SHARED_MEDIA)
+    index.store("a", [1, 2], "disk")
+    index.store("b", [1, 2], "redis")
+    assert index.weighted([1, 2], ["a"], shared_from=["a", "b"]) == [(2, pytest.approx(1.2))]

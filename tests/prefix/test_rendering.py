@@ -26,6 +26,19 @@ FOLDED = (
     "{% endfor %}{% if add_generation_prompt %}<turn assistant>{% endif %}"
 )
 NUMBERED = "{% for m in messages %}[{{ loop.index }}/{{ messages|length }}] {{ m['content'] }}\n{% endfor %}"
+# QwQ-style: earlier assistant turns lose their reasoning.
+REASONING = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}"
+    "{{ '<a>' + m['content'].split('</think>')[-1] + '</a>' }}"
+    "{% else %}{{ '<' + m['role'] + '>' + m['content'] + '</' + m['role'] + '>' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<a>{% endif %}"
+)
+# No generation prompt after an assistant turn (the client asks to continue it).
+CONTINUING = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}<gen>{% endif %}"
+)
+DATED = "Today {{ strftime_now('%d %b') }}\n" + CHATML
 
 
 class CountingTemplate(ChatTemplate):
@@ -53,7 +66,7 @@ def conversations(seed: int, count: int) -> list[list[dict[str, str]]]:
     ]
 
 
-@pytest.mark.parametrize("source", [CHATML, FOLDED, NUMBERED])
+@pytest.mark.parametrize("source", [CHATML, FOLDED, NUMBERED, REASONING, CONTINUING])
 def test_rendering_always_equals_the_template(source: str) -> None:
     chat = template(source)
     renderer = MessageRenderer(chat)
@@ -65,6 +78,16 @@ def test_only_templates_that_render_messages_alone_are_separable() -> None:
     assert MessageRenderer(template(CHATML)).separable
     assert not MessageRenderer(template(FOLDED)).separable
     assert not MessageRenderer(template(NUMBERED)).separable
+    assert not MessageRenderer(template(REASONING)).separable
+    assert not MessageRenderer(template(DATED)).separable  # a cached piece would keep yesterday's date
+
+
+def test_a_conversation_ending_with_an_assistant_turn_is_rendered_whole() -> None:
+    chat = template(CONTINUING)
+    renderer = MessageRenderer(chat)
+    assert renderer.separable
+    messages = [{"role": "user", "content": "Write a haiku."}, {"role": "assistant", "content": "Autumn"}]
+    assert renderer.render(messages) == chat.render(messages) == "<user>Write a haiku.<assistant>Autumn"
 
 
 @pytest.mark.slow

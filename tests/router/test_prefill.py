@@ -108,3 +108,14 @@ async def test_a_slow_prefill_worker_is_given_up_on_after_the_prefill_timeout() 
         reply = await InMemoryClient(app).post("/v1/chat/completions", {**CHAT, "stream": False})
         assert reply.status == 200 and reply.headers[b"x-corral-endpoint"] == b"http://d1"
         assert 'outcome="failed"} 1.0' in metric(app, "corral_router_prefills_total")
+
+
+async def test_an_unreachable_prefill_worker_is_ejected_at_once() -> None:
+    decode = FakeEngine("d1")
+    network = ASGITransport({"http://p1": FakeEngine("p1"), "http://d1": decode})
+    async with started(split_stack(["http://p1"], ["http://d1"]), network) as app:
+        assert app.pool is not None
+        del network.apps["http://p1"]  # it went away after the health check
+        assert (await InMemoryClient(app).post("/v1/chat/completions", CHAT)).status == 200
+        (prefill,) = app.pool.endpoints("chat-model#prefill")
+        assert not prefill.healthy

@@ -174,14 +174,19 @@ class PrefixIndex:
             for position, block in enumerate(hashes):
                 bits = held.get(block, 0) & ~_CHILD if held else 0
                 if bits:
-                    total += self._weight(bits)
+                    weight = self._weight(bits)
+                    if shared_bits and not bits & shared_bits:  # a peer's Redis copy may weigh more
+                        if position not in shared:
+                            shared[position] = self._shared_weight(block, peers, shared_bits)
+                        weight = max(weight, shared[position] or 0.0)
+                    total += weight
                 elif shared_bits:
                     if position not in shared:
                         shared[position] = self._shared_weight(block, peers, shared_bits)
-                    weight = shared[position]
-                    if weight is None:
+                    peer_weight = shared[position]
+                    if peer_weight is None:
                         break
-                    total += weight
+                    total += peer_weight
                 else:
                     break
                 count += 1

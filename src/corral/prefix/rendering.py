@@ -14,9 +14,11 @@ only that turn.
 
 Whether a template is such a one is *checked*, not assumed: at construction the pieces
 must reproduce the template's own output, to the character, for a set of sample
-conversations (role orders, empty, spaced, multi-line and non-ASCII contents). A template
-that merges the system prompt into the first user turn (Gemma), numbers its messages, or
-refuses some orders fails the check, and is then rendered whole, as before. The worker
+conversations (role orders, empty, spaced, multi-line, non-ASCII, quoted and reasoning
+``<think>`` contents, long conversations). A template that merges the system prompt into
+the first user turn (Gemma), numbers its messages, strips earlier turns' reasoning,
+refuses some orders, or reads the clock (``strftime_now``) fails the check, and is then
+rendered whole, as before; so is any conversation that does not end with a user turn. The worker
 always renders whole; the router's text must equal it, which the check guarantees for
 every template that passes, since Jinja templates that pass are pure functions of each
 message and its predecessor's role.
@@ -31,7 +33,10 @@ from corral.errors import InvalidRequestError
 from corral.worker.chat_template import ChatTemplate
 
 _ROLES = ("system", "user", "assistant")
-_CONTENTS = ("", "Hello there.", "  spaced  ", "two\nlines\n\n", "é😀 ünïcode", "a" * 300)
+_CONTENTS = (
+    "", "Hello there.", "  spaced  ", "two\nlines\n\n", "é😀 ünïcode", "a" * 300,
+    "<think>step one</think>The answer.", 'quotes " and \\ backslash', "{{ not jinja }} {% raw %}",
+)
 _SAMPLES: tuple[tuple[str, ...], ...] = (
     ("user",),
     ("system", "user"),
@@ -41,7 +46,10 @@ _SAMPLES: tuple[tuple[str, ...], ...] = (
     ("assistant", "user"),
     ("system", "system", "user"),
     ("user", "assistant", "assistant", "user"),
+    ("user", "assistant", "user", "assistant", "user", "assistant", "user", "assistant", "user"),
 )
+#: Template text that makes a rendering depend on more than the messages (today's date).
+_IMPURE = ("strftime_now", "now(")
 _ANCHOR = "anchor message"
 
 
@@ -61,7 +69,9 @@ class MessageRenderer:
         self._bytes = 0
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str:
-        if not self.separable or not messages:
+        # Only a conversation that ends with a user turn is what the check covered: a template
+        # may treat a final assistant turn (a prefill to continue) differently.
+        if not self.separable or not messages or messages[-1]["role"] != "user":
             return self._template.render(messages)
         parts: list[str] = []
         previous: str | None = None
@@ -100,19 +110,21 @@ class MessageRenderer:
         return piece
 
     def _keep(self, key: tuple[str | None, str, str], piece: str) -> None:
-        size = 2 * (len(key[2]) + len(piece)) + 200  # rough: both strings and the entry
+        size = _size(key[2], piece)
         if size > self._max_bytes:
             return
         self._pieces[key] = piece
         self._bytes += size
         while self._bytes > self._max_bytes:
             (_, _, content), old = self._pieces.popitem(last=False)
-            self._bytes -= 2 * (len(content) + len(old)) + 200
+            self._bytes -= _size(content, old)
 
     # -- the check ---------------------------------------------------------------------
 
     def _check(self) -> bool:
         render = self._template.render
+        if any(word in self._template.source for word in _IMPURE):
+            return False  # e.g. "Today Date: ...": a cached piece would go stale
         try:
             for role in _ROLES:
                 anchor = [{"role": role, "content": _ANCHOR}]
@@ -145,6 +157,11 @@ class MessageRenderer:
     def _fail(self) -> bool:
         self._prefixes.clear()
         return False
+
+
+def _size(content: str, piece: str) -> int:
+    """What an entry costs, at most: both strings at 4 bytes a character, and the entry."""
+    return 4 * (len(content) + len(piece)) + 200
 
 
 class _NotSeparable(Exception):

@@ -62,15 +62,16 @@ class PromptTokenizer:
     def close(self) -> None:
         self.vocab.close()
 
-    def render(self, prompt: ChatPrompt | TextPrompt) -> tuple[str, bool] | None:
+    def render(self, prompt: ChatPrompt | TextPrompt, *, whole: bool = False) -> tuple[str, bool] | None:
         """The prompt text and whether llama.cpp adds special tokens (BOS) to it; None when
-        the worker would refuse it (no chat template, or the template fails)."""
+        the worker would refuse it (no chat template, or the template fails). ``whole``:
+        with the template itself, as the worker does, not message by message."""
         if isinstance(prompt, TextPrompt):
             return prompt.text, True
         if self.template is None or self.renderer is None:
             return None
         try:
-            text = self.renderer.render(prompt.messages)
+            text = self.template.render(prompt.messages) if whole else self.renderer.render(prompt.messages)
         except InvalidRequestError:
             return None
         return text, not text.startswith(self.template.bos_token)
@@ -98,7 +99,7 @@ class PromptTokenizer:
         """The whole prompt in one llama.cpp call, exactly as the worker does (no cache)."""
         if isinstance(prompt, TokenPrompt):
             return list(prompt.tokens)  # the worker uses ids as they are
-        rendered = self.render(prompt)
+        rendered = self.render(prompt, whole=True)
         if rendered is None:
             return None
         text, add_special = rendered

@@ -40,11 +40,11 @@ from corral.router.metering import RouterMeter
 from corral.router.pool import EndpointPool
 from corral.router.routing.base import RequestContext
 from corral.router.routing.prepare import CHARS_PER_TOKEN
-from corral.router.transport.base import Transport, TransportError
+from corral.router.transport.base import ConnectError, Transport, TransportError, TransportTimeout
 
 logger = logging.getLogger(__name__)
 
-PrefillOutcome = Literal["ok", "failed", "no_endpoint", "short"]
+PrefillOutcome = Literal["ok", "failed", "no_endpoint", "short", "cancelled"]
 
 #: Fields of a generation request that do not concern the prompt's KV: the prefill request
 #: drops them (it generates one token, unstreamed).
@@ -103,6 +103,9 @@ class Prefiller:
         outcome: PrefillOutcome = "failed"
         try:
             outcome = await self._send(endpoint, ctx, headers)
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client left: nobody waits for this prefill any more
+            raise
         finally:
             self._pool.release(endpoint)
             self._meter.prefilled(ctx.model, outcome, self._meter.clock() - started_s)
@@ -129,6 +132,13 @@ class Prefiller:
                         pass
                 finally:
                     await upstream.aclose()
+        except ConnectError as exc:
+            self._pool.eject(endpoint, exc.message)  # down: route nothing there until it is back
+            self._note(ctx.model, "failed", f"{endpoint.url}: {exc.message}")
+            return "failed"
+        except TransportTimeout as exc:  # slow (a long prompt), not broken: no breaker count
+            self._note(ctx.model, "failed", f"{endpoint.url}: {exc.message}")
+            return "failed"
         except TransportError as exc:
             self._pool.answered(endpoint, ok=False, reason=exc.message)
             self._note(ctx.model, "failed", f"{endpoint.url}: {exc.message}")

@@ -123,9 +123,17 @@ class PromptLengthCheck:
             if plan is None:
                 return None  # no chat template, or one that fails: the worker says so
             count = await self._count(tokenizer, plan, budget)
+            if count > budget:  # rare: confirm with the worker's own way, in one piece
+                count = await self._count_whole(tokenizer, prompt)
         if count > budget:
             raise _too_long(model, path, count, max_tokens)
         return plan
+
+    async def _count_whole(self, tokenizer: PromptTokenizer, prompt: ChatPrompt | TextPrompt) -> int:
+        """The prompt's tokens as the worker counts them: rendered whole, tokenized whole."""
+        loop = asyncio.get_running_loop()
+        tokens = await loop.run_in_executor(self._executor, tokenizer.tokenize, prompt)
+        return len(tokens) if tokens is not None else 0
 
     def _surely_fits(self, tokenizer: PromptTokenizer, prompt: ChatPrompt | TextPrompt, budget: int) -> bool:
         """Whether the prompt's UTF-8 bytes, with what the chat template adds around its

@@ -20,6 +20,7 @@ class ChatTemplate:
     """Messages -> prompt text, with the model's BOS and EOS token texts."""
 
     def __init__(self, template: str, *, bos_token: str, eos_token: str) -> None:
+        self.source = template
         self.bos_token = bos_token
         # One formatter per value of add_generation_prompt, compiled once.
         self._formatters = {

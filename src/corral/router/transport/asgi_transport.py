@@ -50,6 +50,7 @@ class ASGITransport:
         try:
             await asyncio.wait_for(asyncio.shield(exchange.started), timeout_s)
         except TimeoutError:
+            exchange.started.add_done_callback(_consume)
             await exchange.aclose()
             raise TransportTimeout(
                 f"{endpoint_url} did not answer in time", endpoint=endpoint_url
