@@ -42,7 +42,7 @@ def _validate(rendering: Rendering, version: str, console: Console) -> None:
                       highlight=False)
     else:
         console.print("[yellow]note:[/] kubernetes-validate is not installed: checked the custom resources only "
-                      "(pip install kubernetes-validate for the Kubernetes schemas)", highlight=False)
+                      "(pip install 'corral[deploy]' for the Kubernetes schemas)", highlight=False)
 
 
 @app.command("render")

@@ -42,7 +42,7 @@ class Problem(NamedTuple):
 
 
 def core_validation_available() -> bool:
-    """Whether kubernetes-validate is installed (it is a test dependency of corral)."""
+    """Whether kubernetes-validate is installed (``corral[deploy]``; the tests have it)."""
     try:
         import kubernetes_validate  # noqa: F401
     except ImportError:
