@@ -10,7 +10,6 @@ import numpy as np
 from corral.prefix.events import AllBlocksCleared, BlockStored, KVEvent
 from corral.prefix.hashing import block_hashes
 from corral.worker.kv_events import KVEventLog
-from corral.worker.kvstore.codec import BlobError, decode
 from corral.worker.kvstore.stats import TierCounters, TierStats
 from corral.worker.kvstore.tier import Candidate
 from corral.worker.seq_state import SeqState
@@ -76,14 +75,10 @@ class MemoryTier:
                 best = Candidate(chain[-1], shared)
         return best
 
-    def load(self, candidate: Candidate) -> SeqState | None:
+    def load(self, candidate: Candidate) -> bytes | None:
         self.loads += 1
         chain = next(c for c in self.blobs if c[-1] == candidate.key)
-        try:
-            return decode(self.blobs[chain], COMPAT)
-        except BlobError as exc:
-            self.discard(candidate.key, exc.kind, str(exc))
-            return None
+        return self.blobs[chain]
 
     def discard(self, key: int, kind: str, reason: str) -> None:
         self.counters.error(kind, reason)

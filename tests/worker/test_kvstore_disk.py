@@ -13,6 +13,7 @@ from corral.worker.kv_events import KVEventLog
 from corral.worker.kvstore.codec import encode, encoded_size
 from corral.worker.kvstore.disk import TMP_PREFIX, DiskTier
 from corral.worker.kvstore.tier import Candidate
+from corral.worker.kvstore.tiered import load_state
 
 A = list(range(1, 17))  # four blocks each
 B = list(range(100, 116))
@@ -38,7 +39,7 @@ def load(disk: DiskTier, tokens: list[int]) -> list[int] | None:
     candidate = disk.match(hashes(tokens))
     if candidate is None:
         return None
-    loaded = disk.load(candidate)
+    loaded = load_state(disk, candidate, COMPAT)
     return None if loaded is None else loaded.tokens.tolist()
 
 
@@ -50,7 +51,7 @@ def test_a_stored_prefix_is_found_by_a_longer_prompt_and_published_as_disk(tmp_p
     prompt = A + [999] * 8
     candidate = disk.match(hashes(prompt))
     assert candidate == Candidate(hashes(A)[-1], 4)
-    loaded = disk.load(candidate)
+    loaded = load_state(disk, candidate, COMPAT)
     assert loaded is not None and loaded.tokens.tolist() == A
     assert held(events) == {"disk": set(hashes(A))}
     assert disk.stats().stored == 1 and disk.stats().entries == 1

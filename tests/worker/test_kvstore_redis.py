@@ -17,6 +17,7 @@ from corral.worker.kv_events import KVEventLog
 from corral.worker.kvstore.codec import encode, encoded_size
 from corral.worker.kvstore.redis_tier import CHECK_EVERY_S, RedisTier, connect
 from corral.worker.kvstore.tier import Candidate
+from corral.worker.kvstore.tiered import load_state
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def store(tier: RedisTier, tokens: list[int]) -> None:
 
 def load(tier: RedisTier, prompt: list[int]) -> list[int] | None:
     candidate = tier.match(hashes(prompt))
-    loaded = None if candidate is None else tier.load(candidate)
+    loaded = None if candidate is None else load_state(tier, candidate, COMPAT)
     return None if loaded is None else loaded.tokens.tolist()
 
 

@@ -15,7 +15,6 @@ a stream delivered a batch). The set of endpoints is re-read from the pool every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ import orjson
 from corral.prefix.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch
 from corral.prefix.index import PrefixIndex
 from corral.protocol.sse import FrameSplitter
+from corral.router.tasks import cancel_all
 from corral.router.transport.base import Transport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -34,16 +34,6 @@ EVENTS_PATH = "/v1/kv/events"
 _STREAM_TIMEOUT_S = 24 * 3600.0
 #: Workers send a keepalive every 15 s; four missed ones mean the connection is dead.
 IDLE_TIMEOUT_S = 60.0
-
-
-async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait until each has ended."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class Resync(Exception):
@@ -101,7 +91,7 @@ class KVEventSubscriber:
 
     async def aclose(self) -> None:
         syncer, self._syncer = self._syncer, None
-        await cancel_all([*self._followers.values(), *([syncer] if syncer else [])])
+        await cancel_all([*self._followers.values(), syncer])
         for url in self._followers:
             self._index.clear(url)
         self._followers.clear()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from corral.router.discovery.base import Discovery
 from corral.router.endpoint import Endpoint
 from corral.router.engine_load import EngineLoadReader
+from corral.router.tasks import cancel_all
 from corral.router.transport.base import Transport, TransportError
 
 logger = logging.getLogger(__name__)
@@ -96,10 +97,7 @@ class EndpointPool:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all([task])
 
     def wake(self) -> None:
         """Discovery saw a change: take its view now and check only the new endpoints

@@ -87,9 +87,8 @@ class Prefiller:
         return model in self._models
 
     async def prefill(self, ctx: RequestContext, headers: Sequence[tuple[str, str]]) -> PrefillOutcome:
-        """Have a prefill worker compute and store ``ctx``'s prompt; never raises for its failures."""
-        if ctx.model not in self._models:
-            return "no_endpoint"
+        """Have a prefill worker compute and store ``ctx``'s prompt (a model it :meth:`handles`);
+        never raises for its failures."""
         if _prompt_tokens(ctx) < self._min_tokens:
             self._meter.prefilled(ctx.model, "short", 0.0)
             return "short"

@@ -64,7 +64,7 @@ from corral.config import ModelConfig, VllmConfig
 from corral.prefix.events import MEDIUM_RAM
 from corral.prefix.hashing import chain_blocks, root_hash, token_bytes
 from corral.prefix.index import PrefixIndex
-from corral.router.kv_events import cancel_all
+from corral.router.tasks import cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ class VllmKVEventSubscriber:
 
     async def aclose(self) -> None:
         syncer, self._syncer = self._syncer, None
-        await cancel_all([*(task for _, task in self._followers.values()), *([syncer] if syncer else [])])
+        await cancel_all([*(task for _, task in self._followers.values()), syncer])
         for url in self._followers:
             self._index.clear(url)
         self._followers.clear()

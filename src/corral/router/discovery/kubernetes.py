@@ -52,6 +52,7 @@ from corral.deploy.names import MODEL_NAME_ANNOTATION as MODEL_ANNOTATION
 from corral.deploy.names import NAME as NAME_LABEL
 from corral.router.discovery.base import prefill_pool
 from corral.router.discovery.kube_access import ApiAccess, api_access
+from corral.router.tasks import cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +185,7 @@ class KubernetesDiscovery:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all([task])
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=self._config.watch_timeout_s + 30)

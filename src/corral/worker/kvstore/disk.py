@@ -36,11 +36,10 @@ import numpy as np
 
 from corral.prefix.events import MEDIUM_DISK
 from corral.worker.kv_events import KVEventLog
-from corral.worker.kvstore.codec import HEADER, BlobError, decode, read_header, read_tokens
+from corral.worker.kvstore.codec import HEADER, BlobError, read_header, read_tokens
 from corral.worker.kvstore.stats import TierCounters, TierStats
 from corral.worker.kvstore.tier import Candidate
 from corral.worker.prefix_store import Entry, PrefixStore
-from corral.worker.seq_state import SeqState
 
 logger = logging.getLogger(__name__)
 
@@ -204,12 +203,10 @@ class DiskTier:
             found = self._index.longest_match(hashes)
         return None if found is None else Candidate(found.entry.key, found.blocks)
 
-    def load(self, candidate: Candidate) -> SeqState | None:
+    def load(self, candidate: Candidate) -> bytes | None:
         path = self.path(candidate.key)
         try:
-            with path.open("rb") as handle:
-                blob = bytearray(os.fstat(handle.fileno()).st_size)
-                handle.readinto(blob)
+            blob = path.read_bytes()
             os.utime(path)  # the LRU order survives a restart
         except FileNotFoundError:
             self._forget(candidate.key)  # another replica evicted it
@@ -217,15 +214,10 @@ class DiskTier:
         except OSError as exc:
             self.counters.error("read", "cannot read %s: %s", path, exc)
             return None
-        try:
-            state = decode(blob, self._compat)
-        except BlobError as exc:
-            self.discard(candidate.key, exc.kind, str(exc))
-            return None
         self.counters.recovered("read")
         with self._lock:
             self._index.touch(candidate.key)
-        return state
+        return blob
 
     def discard(self, key: int, kind: str, reason: str) -> None:
         self._forget(key)

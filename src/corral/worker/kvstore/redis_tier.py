@@ -54,12 +54,11 @@ from redis.retry import Retry
 
 from corral.prefix.events import MEDIUM_REDIS
 from corral.worker.kv_events import KVEventLog
-from corral.worker.kvstore.codec import BlobError, decode, read_header
+from corral.worker.kvstore.codec import read_header
 from corral.worker.kvstore.redis_scripts import DISCARD, STORE, TOUCH, UNPOINT
 from corral.worker.kvstore.stats import TierCounters, TierStats
 from corral.worker.kvstore.tier import Candidate
 from corral.worker.prefix_store import PrefixStore
-from corral.worker.seq_state import SeqState
 
 PREFIX = "corral:kv"
 LRU_KEY = f"{PREFIX}:lru"
@@ -200,7 +199,7 @@ class RedisTier:
         except ValueError:
             return None
 
-    def load(self, candidate: Candidate) -> SeqState | None:
+    def load(self, candidate: Candidate) -> bytes | None:
         if not self.available():
             return None
         blob_key = self.blob_key(candidate.key)
@@ -216,15 +215,10 @@ class RedisTier:
         if blob is None:
             self._gone(candidate)
             return None
-        try:
-            state = decode(blob, self._compat)
-        except BlobError as exc:
-            self.discard(candidate.key, exc.kind, str(exc))
-            return None
         with self._lock:
             if self._mine.touch(candidate.key):
                 self._mine_used(candidate.key)
-        return state
+        return bytes(blob)
 
     def _gone(self, candidate: Candidate) -> None:
         """The pointer named a blob that expired or was evicted: a miss; clean the pointer."""

@@ -6,10 +6,11 @@ of block hashes of its prefix, whose last hash is its *key*. Contract of each me
 - ``match(hashes)``: a cheap look at what the tier holds for a prompt's chain (an index
   in memory, or one Redis round trip): the candidate sharing the most leading blocks, or
   None. It loads nothing.
-- ``load(candidate)``: the decoded state, or None when it is gone (another worker evicted
-  it, it expired) or must not be used (corrupt, incompatible: then the tier discards it,
-  counts and logs it). It never raises for a tier's faults (I/O, Redis down). The caller
-  still confirms the tokens before using the state.
+- ``load(candidate)``: the encoded state as stored, or None when it is gone (another worker
+  evicted it, it expired) or cannot be read (counted and logged). It never raises for a
+  tier's faults (I/O, Redis down). The caller decodes and checks it
+  (:func:`~corral.worker.kvstore.tiered.load_state`: a damaged or incompatible state is
+  handed back to ``discard``) and confirms its tokens before using it.
 - ``discard(key, kind, reason)``: drop a state the caller found unusable.
 - ``holds(chain)``: whether the tier is known to hold all of that prefix (so a write can
   be skipped; counts as a use); ``available()``: False while the tier is down (then it is skipped).
@@ -25,7 +26,6 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from corral.worker.kvstore.stats import TierCounters, TierStats
-from corral.worker.seq_state import SeqState
 
 
 class Candidate(NamedTuple):
@@ -48,7 +48,7 @@ class Tier(Protocol):
 
     def match(self, hashes: Sequence[int]) -> Candidate | None: ...
 
-    def load(self, candidate: Candidate) -> SeqState | None: ...
+    def load(self, candidate: Candidate) -> bytes | None: ...
 
     def discard(self, key: int, kind: str, reason: str) -> None: ...
 

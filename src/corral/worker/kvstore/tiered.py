@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from corral.worker.kvstore.codec import encode
+from corral.worker.kvstore.codec import BlobError, decode, encode
 from corral.worker.kvstore.stats import TierStats
 from corral.worker.kvstore.tier import Candidate, Tier
 from corral.worker.kvstore.writer import BackgroundWriter
@@ -43,6 +43,19 @@ class Found(NamedTuple):
     key: int
     #: Prompt tokens the state gives (confirmed; the last prompt token is always replayed).
     reusable: int
+
+
+def load_state(tier: Tier, candidate: Candidate, compat: bytes) -> SeqState | None:
+    """``candidate``'s state from ``tier``, checked (:func:`~corral.worker.kvstore.codec.decode`);
+    None when it is gone, or damaged or incompatible: then the tier discards it."""
+    blob = tier.load(candidate)
+    if blob is None:
+        return None
+    try:
+        return decode(blob, compat)
+    except BlobError as exc:
+        tier.discard(candidate.key, exc.kind, str(exc))
+        return None
 
 
 def reusable_tokens(shared: int, n_prompt: int) -> int:
@@ -84,7 +97,7 @@ class LowerTiers:
                 return None
             pending.sort(key=lambda c: (-c[0], c[1]))
             _estimate, _order, tier, candidate = pending.pop(0)
-            state = tier.load(candidate)
+            state = load_state(tier, candidate, self._compat)
             shared = 0 if state is None else common_prefix(state.tokens, prompt)
             if state is not None and reusable_tokens(shared, len(prompt)) > better_than:
                 for _e, _o, other, _c in pending:
