@@ -178,10 +178,11 @@ async def test_only_what_can_match_is_tokenized(executor: Any) -> None:
         assert calls == []
 
         # Once a worker holds the history followed by something, the new question is
-        # tokenized (it might continue the chain), and only it.
+        # tokenized (it might continue the chain), and only it: the text between two
+        # messages is a piece of its own, known from the history.
         index.store("http://w1", held([*history, question]))
         assert await prepare([*history, other]) == [len(held(history))]
-        assert calls == ["<|im_end|>\n<|im_start|>user\nOr another one?"]
+        assert calls == ["<|im_start|>user\nOr another one?"]
     finally:
         tokenizer.close()
 
@@ -221,5 +222,32 @@ async def test_stopping_early_never_loses_a_match(executor: Any) -> None:
             assert got == index.matched(full_hashes(messages), endpoints)
             matches += max(got) > 0
         assert matches > 50  # most requests matched something somewhere
+    finally:
+        tokenizer.close()
+
+
+def test_message_by_message_plans_tokenize_to_the_whole() -> None:
+    """Chat prompts are planned from cached per-message plans; their tokens are still the
+    worker's, whatever the messages hold (markers and other special tokens included)."""
+    words = ["the", "Cat", "\n", "  ", "naïve", "42", "😀", "<|im_end|>", "<|im_start|>", "<|endoftext|>",
+             "<|im", "user", "don't", "x"]
+    tokenizer = PromptTokenizer.load(SMOL, cache_bytes=1 << 22)
+    rng = random.Random(11)
+    try:
+        assert tokenizer.renderer is not None and tokenizer.renderer.separable
+        for _ in range(80):
+            roles = rng.choice([[], ["system"]]) + ["user", "assistant"] * rng.randint(0, 3) + ["user"]
+            messages = [
+                {"role": role, "content": "".join(rng.choice(words) + rng.choice(["", " "])
+                                                  for _ in range(rng.randint(0, 40)))}
+                for role in roles
+            ]
+            prompt = read_prompt(CHAT, {"messages": messages})
+            assert prompt is not None and tokenizer.renderer.parts(prompt.messages) is not None
+            plan = tokenizer.plan(prompt)
+            assert plan is not None
+            pieces = tokenizer.tokenize_pieces(plan.pieces, add_special=plan.add_special)
+            tokens = [*plan.prefix, *(token for piece in pieces for token in piece)]
+            assert tokens == tokenizer.tokenize(prompt)
     finally:
         tokenizer.close()

@@ -130,7 +130,7 @@ async def test_models_without_a_router_tokenizer_are_left_to_the_worker() -> Non
 async def test_a_conversation_resent_with_a_new_turn_tokenizes_only_that_turn(smol: PromptTokenizer) -> None:
     engine = FakeEngine("w1")
     turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}: " + "the " * 3}
-             for i in range(6)]
+             for i in range(7)]
     async with started(_stack(), ASGITransport({"http://w1": engine})) as app:
         client = InMemoryClient(app)
         first = await client.post(CHAT, {"model": "smol", "messages": turns[:5], "max_tokens": 8})
@@ -139,7 +139,7 @@ async def test_a_conversation_resent_with_a_new_turn_tokenizes_only_that_turn(sm
         second = await client.post(CHAT, {"model": "smol", "messages": turns, "max_tokens": 8})
     assert first.status == 200 and second.status == 200
     assert seen >= 5  # the first had to be tokenized (its bytes did not fit 128 tokens)
-    assert 1 <= len(cache) - seen <= 2  # the second: only the new turn's piece(s)
+    assert 1 <= len(cache) - seen <= 2  # the second: only the new turns' pieces (answer, question)
 
 
 def test_the_template_bound_covers_every_rendered_conversation(smol: PromptTokenizer) -> None:

@@ -69,23 +69,31 @@ class MessageRenderer:
         self._bytes = 0
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str:
+        parts = self.parts(messages)
+        return self._template.render(messages) if parts is None else "".join(parts)
+
+    def parts(self, messages: Sequence[Mapping[str, str]]) -> list[str] | None:
+        """The rendering as its cached parts -- one per message, then the generation prompt
+        -- whose concatenation is the template's text; None where it must be rendered whole.
+        The same message in the same place yields the same string object each time (cheap
+        to look up again: Python keeps a string's hash)."""
         # Only a conversation that ends with a user turn is what the check covered: a template
         # may treat a final assistant turn (a prefill to continue) differently.
         if not self.separable or not messages or messages[-1]["role"] != "user":
-            return self._template.render(messages)
+            return None
         parts: list[str] = []
         previous: str | None = None
         try:
             for message in messages:
                 role, content = message["role"], message["content"]
                 if role not in self._prefixes:  # a role the check did not cover: render whole
-                    return self._template.render(messages)
+                    return None
                 parts.append(self._piece(previous, role, content))
                 previous = role
         except (_NotSeparable, InvalidRequestError):
-            return self._template.render(messages)  # the template's own answer, or error
+            return None  # whole: the template's own answer, or its error
         parts.append(self._generation)
-        return "".join(parts)
+        return parts
 
     # -- pieces ----------------------------------------------------------------------
 

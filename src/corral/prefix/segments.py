@@ -109,6 +109,8 @@ class Segmenter:
         self.chunk_chars = chunk_chars
         self._cut: OrderedDict[str, list[str]] = OrderedDict()  # recent long texts, cut
         self._cut_chars = 0
+        self._planned: OrderedDict[str, tuple[list[str], bool]] = OrderedDict()  # recent parts, planned
+        self._planned_chars = 0
         self.markers = choose_markers(vocab.special_tokens()) if _splittable(vocab) else {}
         self.segmented = bool(self.markers)
         self.chunked = self.segmented and _cuttable(vocab)
@@ -148,6 +150,33 @@ class Segmenter:
                 current += part
         if current:
             pieces.append(current)
+        return Plan(prefix, pieces, False)
+
+    def plan_parts(self, parts: Sequence[str], *, add_special: bool) -> Plan | None:
+        """:meth:`plan` of ``"".join(parts)``, made part by part from cached part plans (a
+        chat prompt's parts: one per message). Equally exact where every part after the
+        first starts with a marker, since llama.cpp cuts there anyway; None where one does
+        not (or nothing is segmented): then plan the whole text."""
+        if not self.segmented:
+            return None
+        pieces: list[str] = []
+        planned = self._planned
+        for number, part in enumerate(parts):
+            if not part:
+                continue
+            entry = planned.get(part)
+            if entry is None:
+                entry = planned[part] = (self.plan(part, add_special=False).pieces, bool(self._pattern.match(part)))
+                self._planned_chars += len(part)
+                while self._planned_chars > _REMEMBERED_CUT_CHARS:
+                    old, _ = planned.popitem(last=False)
+                    self._planned_chars -= len(old)
+            else:
+                planned.move_to_end(part)
+            if number and not entry[1]:
+                return None
+            pieces += entry[0]
+        prefix = (self._vocab.bos,) if add_special and self._vocab.add_bos else ()
         return Plan(prefix, pieces, False)
 
     def _chunks(self, raw: str) -> list[str]:

@@ -77,6 +77,16 @@ class PromptTokenizer:
         return text, not text.startswith(self.template.bos_token)
 
     def plan(self, prompt: ChatPrompt | TextPrompt) -> Plan | None:
+        """How to tokenize the prompt (None where the worker would refuse it). A chat prompt
+        is planned message by message from cached plans where the template allows it: a
+        conversation re-sent with one more turn renders and plans only that turn."""
+        if isinstance(prompt, ChatPrompt) and self.renderer is not None and self.template is not None:
+            parts = self.renderer.parts(prompt.messages)
+            bos = self.template.bos_token
+            if parts is not None and len(parts[0]) >= len(bos):
+                planned = self.segmenter.plan_parts(parts, add_special=not parts[0].startswith(bos))
+                if planned is not None:
+                    return planned
         rendered = self.render(prompt)
         if rendered is None:
             return None
