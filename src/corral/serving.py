@@ -9,9 +9,11 @@ A second SIGINT stops waiting for the drain.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import signal
+import socket
 import threading
 from collections.abc import Generator
 from types import FrameType
@@ -19,9 +21,27 @@ from typing import Any
 
 import uvicorn
 
+from corral.gc_pauses import QuietCollector
+
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server whose signal handlers only request a (graceful) exit."""
+    """uvicorn's server whose signal handlers only request a (graceful) exit; with a
+    ``collector``, the garbage collector's long pauses are kept off the hot path once it
+    has started (:class:`~corral.gc_pauses.QuietCollector`)."""
+
+    def __init__(self, config: uvicorn.Config, *, collector: QuietCollector | None = None) -> None:
+        super().__init__(config)
+        self._collector = collector
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._collector is not None:
+            self._collector.start(asyncio.get_running_loop())
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._collector is not None:
+            self._collector.stop()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

@@ -3,6 +3,8 @@
 On SIGTERM (or SIGINT) uvicorn stops accepting connections, lets in-flight requests and
 streams finish for up to ``RouterConfig.drain_timeout_s``, cancels what is left (which
 closes those upstream requests), runs the app's shutdown, and :func:`serve` returns.
+Once started, full garbage collections run on a timer, not in the middle of a burst
+(:class:`~corral.gc_pauses.QuietCollector`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from corral.config import StackConfig
+from corral.gc_pauses import QuietCollector
 from corral.router.app import create_app
 from corral.serving import DrainingServer, server_config
 
@@ -31,7 +34,8 @@ def serve(stack: StackConfig, *, host: str | None = None, port: int | None = Non
             drain_timeout_s=config.drain_timeout_s,
             timeout_keep_alive=30,
             backlog=4096,
-        )
+        ),
+        collector=QuietCollector(),
     )
     server.run()
     if not server.started:
