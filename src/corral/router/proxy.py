@@ -70,13 +70,17 @@ class DisconnectWatch:
     """Listens on ASGI ``receive`` and cancels the request task when the client leaves.
 
     Call :meth:`stop` before sending the last body message: servers report completion of
-    the response as ``http.disconnect`` too.
+    the response as ``http.disconnect`` too, and that is how the watch ends -- on its own,
+    not cancelled: a cancelled task keeps its CancelledError, whose traceback holds the
+    task's frames, a reference cycle per request that only a full garbage collection
+    reclaims (measured: most of what reached the old generation under load).
     """
 
-    __slots__ = ("_target", "_watcher", "fired")
+    __slots__ = ("_stopped", "_target", "_watcher", "fired")
 
     def __init__(self, receive: Receive) -> None:
         self.fired = False
+        self._stopped = False
         target = asyncio.current_task()
         assert target is not None, "DisconnectWatch must be created inside a task"
         self._target = target
@@ -85,11 +89,12 @@ class DisconnectWatch:
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
-        self.fired = True
-        self._target.cancel()
+        if not self._stopped:
+            self.fired = True
+            self._target.cancel()
 
     def stop(self) -> None:
-        self._watcher.cancel()
+        self._stopped = True
 
 
 class Proxy:
