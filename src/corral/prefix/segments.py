@@ -33,13 +33,15 @@ import logging
 import re
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from corral.prefix.chain import Continuation
 from corral.prefix.vocab import GgufVocab, SpecialToken
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _LSTRIP_RSTRIP = (1 << 7) | (1 << 8)  # LLAMA_TOKEN_ATTR_LSTRIP | LLAMA_TOKEN_ATTR_RSTRIP
 _CONTROL = 1 << 3
@@ -107,10 +109,8 @@ class Segmenter:
     ) -> None:
         self._vocab = vocab
         self.chunk_chars = chunk_chars
-        self._cut: OrderedDict[str, list[str]] = OrderedDict()  # recent long texts, cut
-        self._cut_chars = 0
-        self._planned: OrderedDict[str, tuple[list[str], bool]] = OrderedDict()  # recent parts, planned
-        self._planned_chars = 0
+        self._cut: _TextMemo[list[str]] = _TextMemo(_REMEMBERED_CUT_CHARS)  # recent long texts, cut
+        self._planned: _TextMemo[tuple[list[str], bool]] = _TextMemo(_REMEMBERED_CUT_CHARS)  # recent parts
         self.markers = choose_markers(vocab.special_tokens()) if _splittable(vocab) else {}
         self.segmented = bool(self.markers)
         self.chunked = self.segmented and _cuttable(vocab)
@@ -130,7 +130,34 @@ class Segmenter:
         inside long raw text at safe spaces."""
         if not self.segmented:
             return Plan((), [text], add_special)
-        prefix = (self._vocab.bos,) if add_special and self._vocab.add_bos else ()
+        return Plan(self._prefix(add_special), self._pieces(text, self._chunks), False)
+
+    def plan_parts(self, parts: Sequence[str], *, add_special: bool) -> Plan | None:
+        """:meth:`plan` of ``"".join(parts)``, made part by part from cached part plans (a
+        chat prompt's parts: one per message). Equally exact where every part after the
+        first starts with a marker, since llama.cpp cuts there anyway; None where one does
+        not (or nothing is segmented): then plan the whole text."""
+        if not self.segmented:
+            return None
+        pieces: list[str] = []
+        for number, part in enumerate(parts):
+            if not part:
+                continue
+            planned, starts_with_marker = self._planned.get_or_make(part, self._plan_part)
+            if number and not starts_with_marker:
+                return None
+            pieces += planned
+        return Plan(self._prefix(add_special), pieces, False)
+
+    def _plan_part(self, part: str) -> tuple[list[str], bool]:
+        """The part's pieces (its long raw text cut unremembered: the plan is remembered),
+        and whether it starts with a marker."""
+        return self._pieces(part, self._cut_at_spaces), bool(self._pattern.match(part))
+
+    def _prefix(self, add_special: bool) -> tuple[int, ...]:
+        return (self._vocab.bos,) if add_special and self._vocab.add_bos else ()
+
+    def _pieces(self, text: str, chunks: Callable[[str], list[str]]) -> list[str]:
         pieces: list[str] = []
         current = ""
         limit = 2 * self.chunk_chars if self.chunked else len(text) + 1
@@ -141,7 +168,7 @@ class Segmenter:
                     current = ""
                 current += part
             elif len(part) > limit:
-                first, *rest = self._chunks(part)
+                first, *rest = chunks(part)
                 current += first
                 for chunk in rest:
                     pieces.append(current)
@@ -150,49 +177,13 @@ class Segmenter:
                 current += part
         if current:
             pieces.append(current)
-        return Plan(prefix, pieces, False)
-
-    def plan_parts(self, parts: Sequence[str], *, add_special: bool) -> Plan | None:
-        """:meth:`plan` of ``"".join(parts)``, made part by part from cached part plans (a
-        chat prompt's parts: one per message). Equally exact where every part after the
-        first starts with a marker, since llama.cpp cuts there anyway; None where one does
-        not (or nothing is segmented): then plan the whole text."""
-        if not self.segmented:
-            return None
-        pieces: list[str] = []
-        planned = self._planned
-        for number, part in enumerate(parts):
-            if not part:
-                continue
-            entry = planned.get(part)
-            if entry is None:
-                entry = planned[part] = (self.plan(part, add_special=False).pieces, bool(self._pattern.match(part)))
-                self._planned_chars += len(part)
-                while self._planned_chars > _REMEMBERED_CUT_CHARS:
-                    old, _ = planned.popitem(last=False)
-                    self._planned_chars -= len(old)
-            else:
-                planned.move_to_end(part)
-            if number and not entry[1]:
-                return None
-            pieces += entry[0]
-        prefix = (self._vocab.bos,) if add_special and self._vocab.add_bos else ()
-        return Plan(prefix, pieces, False)
+        return pieces
 
     def _chunks(self, raw: str) -> list[str]:
         """Raw text cut at safe spaces into chunks that start at ``chunk_chars`` and grow fourfold
         (a new long message stops being tokenized early; a cached one is few pieces).
         The same messages come back with every turn of a conversation: remembered."""
-        chunks = self._cut.get(raw)
-        if chunks is not None:
-            self._cut.move_to_end(raw)
-            return chunks
-        chunks = self._cut[raw] = self._cut_at_spaces(raw)
-        self._cut_chars += len(raw)
-        while self._cut_chars > _REMEMBERED_CUT_CHARS:
-            old, _ = self._cut.popitem(last=False)
-            self._cut_chars -= len(old)
-        return chunks
+        return self._cut.get_or_make(raw, self._cut_at_spaces)
 
     def _cut_at_spaces(self, raw: str) -> list[str]:
         chunks: list[str] = []
@@ -247,6 +238,28 @@ def _cuttable(vocab: GgufVocab) -> bool:
         return False
     spans = re.compile("[A-Za-z0-9]\u2581")  # SPM writes a space as U+2581
     return not any(spans.search(text) for text in vocab.token_texts())
+
+
+class _TextMemo(Generic[T]):
+    """Values made from texts, the recent ones kept: LRU, bounded by the texts' characters
+    (the values share the texts' memory: substrings of them)."""
+
+    def __init__(self, max_chars: int) -> None:
+        self._max_chars = max_chars
+        self._chars = 0
+        self._values: OrderedDict[str, T] = OrderedDict()
+
+    def get_or_make(self, text: str, make: Callable[[str], T]) -> T:
+        value = self._values.get(text)
+        if value is not None:
+            self._values.move_to_end(text)
+            return value
+        value = self._values[text] = make(text)
+        self._chars += len(text)
+        while self._chars > self._max_chars:
+            old, _ = self._values.popitem(last=False)
+            self._chars -= len(old)
+        return value
 
 
 class Piece:
