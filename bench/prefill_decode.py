@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -98,7 +99,7 @@ async def one(http: aiohttp.ClientSession, url: str, messages: list[dict[str, st
         into.errors += 1
         return
     into.ttft_s.append(arrivals[0] - started)
-    into.itl_s.extend(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
+    into.itl_s.extend(b - a for a, b in itertools.pairwise(arrivals))
     into.e2e_s.append(time.perf_counter() - started)
 
 
