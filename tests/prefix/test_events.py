@@ -61,3 +61,26 @@ def test_malformed_batches_say_what_is_wrong() -> None:
         EventBatch.from_dict({"seq": True, "ts": 0.0, "events": []})
     with pytest.raises(ValueError, match="'ts'"):
         EventBatch.from_dict({"seq": 1, "ts": "now", "events": []})
+
+
+def test_stored_blocks_may_carry_their_tokens() -> None:
+    stored = BlockStored((1, 2), None, 2, "ram", (5, 6, 7, 8))
+    wire = orjson.loads(orjson.dumps(stored.to_dict()))
+    assert wire["token_ids"] == [5, 6, 7, 8]
+    assert event_from_dict(wire) == stored
+    assert "token_ids" not in BlockStored((1,), None, 2).to_dict()  # not published: left out
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ([5, 6, 7], "block_size x blocks = 4 tokens, not 3"),
+        ([5, 6, 7, -1], "token ids"),
+        ([5, 6, 7, "8"], "token ids"),
+        ("5678", "list of integers"),
+    ],
+)
+def test_bad_token_ids_say_what_is_wrong(tokens: Any, message: str) -> None:
+    event = {"type": "BlockStored", "block_hashes": [1, 2], "block_size": 2, "token_ids": tokens}
+    with pytest.raises(ValueError, match=message):
+        event_from_dict(event)

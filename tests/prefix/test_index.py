@@ -81,16 +81,18 @@ def test_eviction_takes_from_the_endpoint_holding_most() -> None:
 
 def test_bytes_bound_sets_the_capacity() -> None:
     idx = index(max_blocks=10**9, max_bytes=100 * ENTRY_BYTES)
-    assert idx.capacity == 100
+    assert idx.capacity == 75  # a quarter of the bytes is for the children's tokens
     for start in range(0, 10_000, 50):
-        idx.store(f"e{start % 7}", range(start, start + 50))
-        assert len(idx) <= 100 and idx.bytes <= 100 * ENTRY_BYTES
+        idx.store(f"e{start % 7}", range(start, start + 50), tokens=bytes(50 * 64))
+        assert len(idx) <= 75 and idx.bytes <= 100 * ENTRY_BYTES
     with pytest.raises(ValueError):
         PrefixIndex(max_blocks=0, max_bytes=1 << 20)
 
 
-def test_memory_stays_under_the_byte_bound() -> None:
-    """Measured, not just accounted: tracemalloc while the index churns at its bound."""
+@pytest.mark.parametrize("with_tokens", [False, True])
+def test_memory_stays_under_the_byte_bound(with_tokens: bool) -> None:
+    """Measured, not just accounted: tracemalloc while the index churns at its bound (with
+    tokens, the children's tokens are kept too)."""
     max_bytes = 4 * 1024 * 1024
     tracemalloc.start()
     try:
@@ -99,7 +101,8 @@ def test_memory_stays_under_the_byte_bound() -> None:
         peak = 0
         for request in range(2_000):
             base = request * 1_000_003
-            idx.store(f"http://w{request % 4}", [base + block for block in range(30)])
+            tokens = base.to_bytes(8, "little") * (30 * 8) if with_tokens else None
+            idx.store(f"http://w{request % 4}", [base + block for block in range(30)], "ram", base - 1, tokens)
             if request % 100 == 0:
                 peak = max(peak, tracemalloc.get_traced_memory()[0] - before)
         held = tracemalloc.get_traced_memory()[0] - before

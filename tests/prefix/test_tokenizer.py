@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from corral.config import ModelConfig
-from corral.prefix.hashing import block_hashes
+from corral.prefix.hashing import block_hashes, token_bytes
 from corral.prefix.index import PrefixIndex
 from corral.prefix.prompt import read_prompt
 from corral.prefix.tokenizer import PromptTokenizer
@@ -187,10 +188,70 @@ async def test_only_what_can_match_is_tokenized(executor: Any) -> None:
         tokenizer.close()
 
 
-async def test_stopping_early_never_loses_a_match(executor: Any) -> None:
+async def test_held_blocks_tokens_spare_tokenizing_text_that_cannot_follow(executor: Any) -> None:
+    """Where the worker's events carry the tokens of what it holds, a new question that
+    does not start as the held continuation does is not tokenized at all; one that does
+    is, and matches."""
+    tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
+    assert tokenizer.decodes_exactly and tokenizer.template is not None
+    calls: list[str] = []
+    tokenize_pieces = tokenizer.tokenize_pieces
+
+    def counting(pieces: Any, *, add_special: bool) -> Any:
+        calls.extend(pieces)
+        return tokenize_pieces(pieces, add_special=add_special)
+
+    tokenizer.tokenize_pieces = counting  # type: ignore[method-assign]
+    index = PrefixIndex(max_blocks=100_000, max_bytes=1 << 26)
+    blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
+    history = conversation(random.Random(3), 6)
+    earlier = {"role": "user", "content": "An earlier question about the mat?"}
+
+    def tokens_of(messages: list[dict[str, Any]], generation: bool) -> array[int]:
+        text = tokenizer.template.render(messages, add_generation_prompt=generation)  # type: ignore[union-attr]
+        return tokenizer.vocab.tokenize(text, add_special=False)
+
+    async def prepare(messages: list[dict[str, Any]]) -> int:
+        calls.clear()
+        request = ctx(SMOL, CHAT, {"messages": messages})
+        await blocks.prepare(request)
+        assert request.routing.blocks is not None
+        expected = block_hashes(tokens_of(messages, True), block_size=BLOCK, seed=SMOL)
+        matched = index.matched(request.routing.blocks.hashes, ["http://w1"])
+        assert matched == index.matched(expected, ["http://w1"])
+        return matched[0]
+
+    try:
+        held = tokens_of([*history, earlier], False)
+        hashes = block_hashes(held, block_size=BLOCK, seed=SMOL)
+        held_bytes = token_bytes(held[: len(hashes) * BLOCK])
+        index.store("http://w1", hashes, "ram", None, held_bytes)
+        history_blocks = len(block_hashes(tokens_of(history, False), block_size=BLOCK, seed=SMOL))
+        await prepare([*history, {"role": "user", "content": "Warm the history up."}])
+
+        other = {"role": "user", "content": "A new question, unlike the earlier one?"}
+        assert await prepare([*history, other]) == history_blocks
+        assert calls == []  # the held child starts "<|im_start|>user\nAn": this cannot follow
+
+        longer = {"role": "user", "content": earlier["content"] + " And more."}
+        assert await prepare([*history, longer]) == len(hashes)
+        assert calls  # it may follow (it does): tokenized
+
+        # A child stored without its tokens makes the block's children unknown again.
+        index.store("http://w2", [12345], "ram", hashes[history_blocks - 1])
+        third = {"role": "user", "content": "Yet another question, also new?"}
+        assert await prepare([*history, third]) == history_blocks
+        assert calls == ["<|im_start|>user\nYet another question, also new?"]
+    finally:
+        tokenizer.close()
+
+
+@pytest.mark.parametrize("with_tokens", [False, True])
+async def test_stopping_early_never_loses_a_match(executor: Any, with_tokens: bool) -> None:
     """However a prompt relates to what the workers hold (a prefix of it, a branch off it,
     a longer version, nothing), the router's matched blocks per endpoint equal those of
-    the whole prompt tokenized and hashed in one go."""
+    the whole prompt tokenized and hashed in one go (also where the held blocks' tokens
+    are known, and text rules out continuations)."""
     tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
     rng = random.Random(5)
     index = PrefixIndex(max_blocks=1_000_000, max_bytes=1 << 28)
@@ -199,16 +260,20 @@ async def test_stopping_early_never_loses_a_match(executor: Any) -> None:
     conversations = [conversation(rng, rng.randint(1, 8)) for _ in range(12)]
     matches = 0
 
-    def full_hashes(messages: list[dict[str, Any]], generation: bool = True) -> list[int]:
+    def full_tokens(messages: list[dict[str, Any]], generation: bool = True) -> array[int]:
         assert tokenizer.template is not None
         text = tokenizer.template.render(messages, add_generation_prompt=generation)
-        tokens = tokenizer.vocab.tokenize(text, add_special=False)
-        return block_hashes(tokens, block_size=BLOCK, seed=SMOL)
+        return tokenizer.vocab.tokenize(text, add_special=False)
+
+    def full_hashes(messages: list[dict[str, Any]], generation: bool = True) -> list[int]:
+        return block_hashes(full_tokens(messages, generation), block_size=BLOCK, seed=SMOL)
 
     try:
         for messages in conversations:  # each endpoint holds some conversations, cut anywhere
-            hashes = full_hashes(messages[: rng.randint(1, len(messages))], rng.random() < 0.5)
-            index.store(rng.choice(endpoints), hashes[: rng.randint(0, len(hashes))])
+            tokens = full_tokens(messages[: rng.randint(1, len(messages))], rng.random() < 0.5)
+            hashes = block_hashes(tokens, block_size=BLOCK, seed=SMOL)[: rng.randint(0, len(tokens) // BLOCK)]
+            held = token_bytes(tokens[: len(hashes) * BLOCK]) if with_tokens else None
+            index.store(rng.choice(endpoints), hashes, "ram", None, held)
         for _ in range(150):
             base = rng.choice(conversations)
             messages = base[: rng.randint(1, len(base))]

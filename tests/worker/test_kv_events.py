@@ -55,6 +55,22 @@ def test_a_block_shared_by_two_holders_is_removed_when_the_last_lets_go() -> Non
     assert len(ledger) == 0
 
 
+def test_stored_blocks_carry_the_tokens_they_were_hashed_from() -> None:
+    ledger = BlockLedger(block_size=4)
+    ledger.hold("a2", A2, tokens=list(range(18)))  # two tokens past the last full block
+    assert ledger.drain() == [BlockStored(tuple(A2), None, 4, "ram", tuple(range(16)))]
+    ledger.hold("a3", A3, tokens=list(range(24)))
+    assert ledger.drain() == [BlockStored(tuple(A3[4:]), A2[-1], 4, "ram", tuple(range(16, 24)))]
+    ledger.hold("b2", B2)  # tokens not given: none published
+    assert ledger.drain() == [BlockStored(tuple(B2[2:]), B2[1], 4, "ram")]
+    assert ledger.snapshot() == [
+        AllBlocksCleared(),
+        BlockStored(tuple(A2), None, 4, "ram", tuple(range(16))),
+        BlockStored(tuple(A3[4:]), A2[-1], 4, "ram", tuple(range(16, 24))),
+        BlockStored(tuple(B2[2:]), B2[1], 4, "ram"),
+    ]
+
+
 def test_a_holder_that_moves_on_reports_only_the_difference() -> None:
     ledger = BlockLedger(block_size=4)
     ledger.hold("context", A2)

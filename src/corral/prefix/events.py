@@ -17,6 +17,9 @@ A worker publishes them on ``GET /v1/kv/events`` (server-sent events, one batch 
 - ``BlockStored``: the worker began to hold these blocks. ``block_hashes`` is a chain (each
   block is the parent of the next); ``parent_block_hash`` is the block before the first, or
   ``null`` when the first is the first block of a prompt. Parents are always stored first.
+  ``token_ids`` (optional, as in vLLM): the blocks' tokens, ``block_size`` per block. With
+  them the router knows what text could follow a block it holds, and need not tokenize a
+  prompt whose text cannot (:mod:`corral.prefix.followers`).
 - ``BlockRemoved``: the worker no longer holds these blocks in ``medium`` (it may still hold
   them in another). A worker keeps one count per block and medium over everything that
   holds it, so a block shared by two stored prefixes is removed only when the last of them
@@ -39,7 +42,7 @@ whole resync protocol; a subscriber that reads too slowly is disconnected on pur
 
 Differences from vLLM's ``EventBatch`` (msgpack over ZMQ): JSON over SSE, a ``"type"`` field
 instead of msgpack's tagged arrays, the sequence number inside the batch, and no
-``token_ids`` or ``lora_name`` in ``BlockStored``.
+``lora_name`` in ``BlockStored``.
 """
 
 from __future__ import annotations
@@ -62,15 +65,27 @@ class BlockStored:
     parent_block_hash: int | None
     block_size: int
     medium: str = MEDIUM_RAM
+    #: The blocks' tokens, ``block_size`` per block (None: not published).
+    token_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.token_ids is not None and len(self.token_ids) != len(self.block_hashes) * self.block_size:
+            raise ValueError(
+                f"'token_ids' must hold block_size x blocks = "
+                f"{len(self.block_hashes) * self.block_size} tokens, not {len(self.token_ids)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "type": "BlockStored",
             "block_hashes": list(self.block_hashes),
             "parent_block_hash": self.parent_block_hash,
             "block_size": self.block_size,
             "medium": self.medium,
         }
+        if self.token_ids is not None:
+            data["token_ids"] = list(self.token_ids)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +144,7 @@ def event_from_dict(data: Any) -> KVEvent:
             None if parent is None else _hash(parent),
             _int(data, "block_size"),
             _medium(data),
+            _tokens(data),
         )
     if kind == "BlockRemoved":
         return BlockRemoved(_hashes(data), _medium(data))
@@ -148,6 +164,17 @@ def _hashes(data: Mapping[str, Any]) -> tuple[int, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str | bytes):
         raise ValueError("'block_hashes' must be a list of integers")
     return tuple(_hash(item) for item in value)
+
+
+def _tokens(data: Mapping[str, Any]) -> tuple[int, ...] | None:
+    value = data.get("token_ids")
+    if value is None:
+        return None
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise ValueError("'token_ids' must be a list of integers")
+    if not all(type(token) is int and 0 <= token < 2**31 for token in value):
+        raise ValueError("'token_ids' must be token ids (integers from 0 to 2**31 - 1)")
+    return tuple(value)
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:

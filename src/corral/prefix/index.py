@@ -10,8 +10,13 @@ A block's bits say in which media it is, and whether a block chained to it (its 
 was stored there too: where no endpoint holds a child of a prompt's last known block,
 nothing after it can match, and the router need not tokenize further.
 
+Where a worker's events carry the blocks' tokens, the index also keeps each block's
+children's tokens (:class:`corral.prefix.followers.Followers`), so that the router can
+tell from a prompt's text alone that it cannot continue past a block.
+
 The whole index is bounded twice, by entries and by bytes, and never grows past the
-smaller bound (production-stack #687: an unbounded prefix trie OOM-kills the router).
+smaller bound (production-stack #687: an unbounded prefix trie OOM-kills the router); a
+quarter of the bytes is set aside for the children's tokens.
 When an insert goes over, the least recently used block of the endpoint holding the most
 blocks is evicted, so one busy endpoint cannot push every other one out. Bytes are
 accounted at :data:`ENTRY_BYTES` per block, the worst case measured with tracemalloc for
@@ -30,6 +35,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
+from corral.prefix.followers import Followers
+
 #: Bytes one indexed block costs (hash key, LRU node and table slots), measured worst case
 #: on CPython 3.11 with tracemalloc while the index churns at its bound.
 ENTRY_BYTES = 224
@@ -38,6 +45,10 @@ ENTRY_BYTES = 224
 ROUTED = "routed"
 #: Media every endpoint of a model reads (a worker's Redis writes serve its peers too).
 SHARED_MEDIA = frozenset({"redis"})
+#: Token ids as hashed (int32 bytes); named apart from the ``bytes`` property below.
+TokenBytes = bytes
+#: The share of ``max_bytes`` set aside for children's tokens (:class:`Followers`).
+FOLLOWERS_SHARE = 4
 #: The bit saying that a child of the block was stored on the same endpoint (it may have
 #: left since: the bit only ever makes the router look further, never less far).
 _CHILD = 1
@@ -54,9 +65,11 @@ class PrefixIndex:
         medium_weights: Mapping[str, float] | None = None,
         shared_media: Iterable[str] = (),
     ) -> None:
-        if max_blocks < 1 or max_bytes < ENTRY_BYTES:
+        followers_bytes = max_bytes // FOLLOWERS_SHARE
+        if max_blocks < 1 or max_bytes - followers_bytes < ENTRY_BYTES:
             raise ValueError("the prefix index needs room for at least one block")
-        self.capacity = min(max_blocks, max_bytes // ENTRY_BYTES)
+        self.capacity = min(max_blocks, (max_bytes - followers_bytes) // ENTRY_BYTES)
+        self.followers = Followers(followers_bytes)
         self._by_endpoint: dict[str, OrderedDict[int, int]] = {}
         self._media: dict[str | None, int] = {}
         self._weights: dict[str | None, float] = {}  # media not named weigh 1.0
@@ -71,8 +84,8 @@ class PrefixIndex:
 
     @property
     def bytes(self) -> int:
-        """The accounted size: blocks times :data:`ENTRY_BYTES`."""
-        return self._size * ENTRY_BYTES
+        """The accounted size: blocks times :data:`ENTRY_BYTES`, and the children's tokens."""
+        return self._size * ENTRY_BYTES + self.followers.bytes
 
     def blocks(self, endpoint: str) -> int:
         held = self._by_endpoint.get(endpoint)
@@ -86,12 +99,15 @@ class PrefixIndex:
         hashes: Sequence[int],
         medium: str | None = ROUTED,
         parent: int | None = None,
+        tokens: TokenBytes | None = None,
     ) -> None:
         """``endpoint`` holds the chain ``hashes`` (in ``medium``), whose first block is the
-        child of ``parent`` (None: the prompt's first block); each becomes most recently used."""
+        child of ``parent`` (None: the prompt's first block); each becomes most recently used.
+        ``tokens``: the blocks' tokens (int32 bytes, as many per block), where known."""
         held = self._by_endpoint.get(endpoint)
         if held is None:
             held = self._by_endpoint[endpoint] = OrderedDict()
+        self._follow(parent, hashes, tokens)
         if parent is not None and parent in held and hashes:
             held[parent] |= _CHILD
         bit = self._medium_bit(medium)
@@ -107,6 +123,20 @@ class PrefixIndex:
                 held.move_to_end(block)
         if self._size > self.capacity:
             self._evict()
+
+    def _follow(self, parent: int | None, hashes: Sequence[int], tokens: TokenBytes | None) -> None:
+        """Record each stored block as a child of the block before it (before the child bits
+        are set: a block that had children before its record has unknown children)."""
+        followers = self.followers
+        width = len(tokens) // len(hashes) if tokens and hashes else 0
+        if tokens is not None and (not width or width * len(hashes) != len(tokens)):
+            tokens = None
+        before = parent
+        for position, block in enumerate(hashes):
+            if before is not None and (tokens is not None or before in followers):
+                child = None if tokens is None else tokens[position * width : (position + 1) * width]
+                followers.record(before, block, child, had_children=self.extended(before))
+            before = block
 
     def touch(self, endpoint: str, hashes: Iterable[int]) -> None:
         """Mark blocks ``endpoint`` already holds as just used (unknown ones are ignored)."""

@@ -207,17 +207,19 @@ class Segmenter:
             tokens.extend(self._vocab.tokenize(piece, add_special=plan.add_special))
         return tokens
 
-    def _agrees(self, samples: Iterable[str]) -> bool:
+    def probes(self) -> list[str]:
+        """Texts that exercise the cuts (markers, spaces, long raw text, non-ASCII)."""
         markers = list(self.markers)
         words = "Once upon a time, 42 cats said: no. Then x2 ran off; caféA dog " * 2
         long_piece = words * (1 + 3 * min(self.chunk_chars, 4096) // len(words))
-        probes = [
-            *samples,
+        return [
             f"{markers[0]}system\nYou are brief.{markers[-1]}\n{markers[0]}user\n Hi  there!",
             f" leading space{markers[0]}\n\n  two\tspaces {markers[-1]}é😀 end",
             f"{markers[0]}user\n{long_piece}{markers[-1]}",
         ]
-        for text in probes:
+
+    def _agrees(self, samples: Iterable[str]) -> bool:
+        for text in [*samples, *self.probes()]:
             for add_special in (True, False):
                 whole = self._vocab.tokenize(text, add_special=add_special)
                 if self.tokenize(text, add_special=add_special) != whole:

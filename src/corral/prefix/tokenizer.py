@@ -13,10 +13,12 @@ Rendering and cache lookups are cheap and run on the caller's thread (the event 
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Sequence
 
 from corral.errors import InvalidRequestError
+from corral.prefix.hashing import token_bytes
 from corral.prefix.prompt import ChatPrompt, Prompt, TextPrompt, TokenPrompt
 from corral.prefix.rendering import MessageRenderer
 from corral.prefix.segments import Piece, PieceCache, Plan, Segmenter
@@ -53,6 +55,10 @@ class PromptTokenizer:
         self._markers = {
             text: Piece(text, array("i", [token])) for text, token in self.segmenter.markers.items()
         }
+        self._pieces: dict[int, bytes] = {}  # token id -> its bytes, filled as decoded
+        #: Whether a piece's tokens decode back to exactly its text (byte-level BPE: yes),
+        #: so that text alone can rule out a held block (:meth:`decode`).
+        self.decodes_exactly = self.segmenter.segmented and self._decodes_exactly(samples)
 
     @classmethod
     def load(cls, source: str, *, cache_bytes: int) -> PromptTokenizer:
@@ -97,6 +103,31 @@ class PromptTokenizer:
         """The piece if it needs no tokenizing (a marker, or cached)."""
         marker = self._markers.get(text)
         return marker if marker is not None else self.cache.get(text)
+
+    def decode(self, tokens: bytes) -> bytes:
+        """The text (UTF-8 bytes, maybe cut inside a character) of tokens given as hashed
+        (:func:`corral.prefix.hashing.token_bytes`); exact for a plan's pieces where
+        :attr:`decodes_exactly`."""
+        table = self._pieces
+        out = []
+        ids = array("i")
+        ids.frombytes(tokens)
+        if sys.byteorder == "big":
+            ids.byteswap()
+        for token in ids:
+            piece = table.get(token)
+            if piece is None:
+                piece = table[token] = self.vocab.piece(token) if 0 <= token < self.vocab.size else b"\0"
+            out.append(piece)
+        return b"".join(out)
+
+    def _decodes_exactly(self, samples: Sequence[str]) -> bool:
+        for text in [*samples, *self.segmenter.probes()]:
+            for piece in self.segmenter.plan(text, add_special=False).pieces:
+                tokens = self.vocab.tokenize(piece, add_special=False)
+                if self.decode(token_bytes(tokens)) != piece.encode("utf-8"):
+                    return False
+        return True
 
     def tokenize_pieces(self, pieces: Sequence[str], *, add_special: bool) -> list[array[int]]:
         """llama.cpp on each piece: the slow part, for a worker thread (the GIL is released)."""

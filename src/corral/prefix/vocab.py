@@ -104,6 +104,17 @@ class GgufVocab:
             for token in range(self.size)
         ]
 
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for in text, special tokens spelled out (as
+        ``llama_token_to_piece`` gives them to the worker's detokenizer)."""
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            count = int(llama_lib.llama_token_to_piece(self._vocab, token, buffer, size, 0, True))
+            if count >= 0:
+                return buffer.raw[:count]
+            size = -count
+
     def tokenize(self, text: str, *, add_special: bool) -> array[int]:
         """``llama_tokenize(text, add_special, parse_special=True)``, as the worker calls it."""
         data = text.encode("utf-8", errors="replace")

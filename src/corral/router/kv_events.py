@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 import orjson
 
 from corral.prefix.events import AllBlocksCleared, BlockRemoved, BlockStored, EventBatch
+from corral.prefix.hashing import token_bytes
 from corral.prefix.index import PrefixIndex
 from corral.protocol.sse import FrameSplitter
 from corral.router.tasks import cancel_all
@@ -161,7 +162,8 @@ class KVEventSubscriber:
         index = self._index
         for event in batch.events:
             if isinstance(event, BlockStored):
-                index.store(url, event.block_hashes, event.medium, event.parent_block_hash)
+                tokens = None if event.token_ids is None else token_bytes(event.token_ids)
+                index.store(url, event.block_hashes, event.medium, event.parent_block_hash, tokens)
             elif isinstance(event, BlockRemoved):
                 index.remove(url, event.block_hashes, event.medium)
             elif isinstance(event, AllBlocksCleared):

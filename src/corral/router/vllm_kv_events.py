@@ -289,7 +289,13 @@ class BlockTranslator:
             self._track(block, hashes, vllm_medium)
             stored.extend(hashes)
         if stored:
-            self._index.store(self.url, stored, medium, None if event.parent is None else parent)
+            self._index.store(
+                self.url,
+                stored,
+                medium,
+                None if event.parent is None else parent,
+                raw[: len(stored) * self._block_size * 4],
+            )
 
     def _parent(self, event: Stored) -> int | None:
         """The corral hash the event's first block chains on; None: the event is skipped."""

@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
 
@@ -52,7 +53,8 @@ class BlockLedger:
         self.block_size = block_size
         #: The medium of holders that do not name one.
         self.medium = medium
-        self._chains: dict[Hashable, tuple[str, tuple[int, ...]]] = {}
+        # holder -> (medium, chain, the chain's tokens or None)
+        self._chains: dict[Hashable, tuple[str, tuple[int, ...], array[int] | None]] = {}
         self._counts: dict[tuple[str, int], int] = {}
         self._blocks: dict[int, int] = {}  # block hash -> media holding it
         self._pending: list[KVEvent] = []
@@ -67,15 +69,25 @@ class BlockLedger:
     def holds(self, block_hash: int, medium: str) -> bool:
         return (medium, block_hash) in self._counts
 
-    def hold(self, holder: Hashable, hashes: Sequence[int], medium: str | None = None) -> None:
+    def hold(
+        self,
+        holder: Hashable,
+        hashes: Sequence[int],
+        medium: str | None = None,
+        tokens: Sequence[int] | None = None,
+    ) -> None:
         """``holder`` now holds exactly the chain ``hashes`` in ``medium`` (the ledger's
-        default when None), and no longer its previous chain."""
+        default when None), and no longer its previous chain. ``tokens``: the prompt the
+        chain was hashed from (its blocks' tokens go out with the events), where known."""
         medium = self.medium if medium is None else medium
         new = tuple(hashes)
-        old_medium, old = self._chains.pop(holder, (medium, ()))
+        old_medium, old, _ = self._chains.pop(holder, (medium, (), None))
+        held = None
+        if tokens is not None and len(tokens) >= len(new) * self.block_size:
+            held = array("i", tokens[: len(new) * self.block_size])
         if new:
-            self._chains[holder] = (medium, new)
-        self._stored(medium, new, [h for h in new if self._add(medium, h, 1) == 1])
+            self._chains[holder] = (medium, new, held)
+        self._stored(medium, new, [h for h in new if self._add(medium, h, 1) == 1], held)
         self._removed(old_medium, [h for h in old if self._add(old_medium, h, -1) == 0])
 
     def release(self, holder: Hashable) -> None:
@@ -90,10 +102,10 @@ class BlockLedger:
         """``AllBlocksCleared``, then every held block per medium, parents first."""
         events: list[KVEvent] = [AllBlocksCleared()]
         seen: set[tuple[str, int]] = set()
-        for medium, chain in self._chains.values():
+        for medium, chain, tokens in self._chains.values():
             fresh = [h for h in chain if (medium, h) not in seen]
             seen.update((medium, h) for h in fresh)
-            self._append_stored(events, medium, chain, fresh)
+            self._append_stored(events, medium, chain, fresh, tokens)
         return events
 
     def _add(self, medium: str, block_hash: int, delta: int) -> int:
@@ -111,18 +123,26 @@ class BlockLedger:
                 del self._blocks[block_hash]
         return count
 
-    def _stored(self, medium: str, chain: tuple[int, ...], fresh: list[int]) -> None:
-        self._append_stored(self._pending, medium, chain, fresh)
+    def _stored(
+        self, medium: str, chain: tuple[int, ...], fresh: list[int], tokens: array[int] | None
+    ) -> None:
+        self._append_stored(self._pending, medium, chain, fresh, tokens)
 
     def _append_stored(
-        self, out: list[KVEvent], medium: str, chain: tuple[int, ...], fresh: list[int]
+        self,
+        out: list[KVEvent],
+        medium: str,
+        chain: tuple[int, ...],
+        fresh: list[int],
+        tokens: array[int] | None,
     ) -> None:
         if not fresh:
             return
         # Holding a block means holding its ancestors, so the fresh blocks end the chain.
         start = len(chain) - len(fresh)
         parent = chain[start - 1] if start > 0 else None
-        out.append(BlockStored(tuple(fresh), parent, self.block_size, medium))
+        ids = None if tokens is None else tuple(tokens[start * self.block_size :])
+        out.append(BlockStored(tuple(fresh), parent, self.block_size, medium, ids))
 
     def _removed(self, medium: str, gone: list[int]) -> None:
         if gone:

@@ -122,19 +122,20 @@ class PrefixCache:
         ends: a client's next turn may reach the router right after the last byte, and the
         router should already know where this one's KV is. Hashing only; the copy into the
         store waits for :meth:`remember`."""
-        in_context = self.hashes(llama.input_ids[: llama.n_tokens].tolist())
+        tokens = llama.input_ids[: llama.n_tokens].tolist()
+        in_context = self.hashes(tokens)
         with self._events.recording() as ledger:
-            ledger.hold(CONTEXT, in_context)
+            ledger.hold(CONTEXT, in_context, tokens=tokens)
 
     def remember(self, llama: Llama, *, sync: bool = False) -> None:
         """Store the evaluated tokens' block-aligned prefix if worth it (and its whole chunks
         in the lower tiers: in the background, or before returning when ``sync``); report
         the blocks held."""
-        evaluated = llama.input_ids[: llama.n_tokens]
-        in_context = self.hashes(evaluated.tolist())
+        evaluated = llama.input_ids[: llama.n_tokens].tolist()
+        in_context = self.hashes(evaluated)
         state = self._capture(llama, in_context)
         with self._events.recording() as ledger:
-            ledger.hold(CONTEXT, in_context)
+            ledger.hold(CONTEXT, in_context, tokens=evaluated)
             if state is not None:
                 put = self._store.put(
                     in_context[: len(state.tokens) // self._block_size], state, state.nbytes
@@ -142,7 +143,7 @@ class PrefixCache:
                 for entry in put.removed:
                     ledger.release(("store", entry.key))
                 if put.stored is not None:
-                    ledger.hold(("store", put.stored.key), put.stored.block_hashes)
+                    ledger.hold(("store", put.stored.key), put.stored.block_hashes, tokens=evaluated)
                 self.stats = self.stats._replace(
                     stored=self.stats.stored + (put.stored is not None),
                     evicted=self.stats.evicted + len(put.removed),

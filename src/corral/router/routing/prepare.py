@@ -8,8 +8,9 @@ character blocks -- no tokenizer, microseconds, works for any engine.
 can possibly match is computed: pieces are taken in order, cached ones for free (their
 tokens, and what they added to the hash chain, are cached with them); before tokenizing
 a new one, the last block so far is looked up, and unless some endpoint holds it *and a
-block chained after it*, nothing after it can match, so the rest of the prompt is never
-tokenized (its size is estimated from the characters). In a multi-turn conversation the
+block chained after it* whose text the prompt may continue into (:mod:`corral.prefix.followers`:
+known where the workers' KV events carry tokens), nothing after it can match, so the rest
+of the prompt is never tokenized (its size is estimated from the characters). In a multi-turn conversation the
 router thus tokenizes the last answer (the worker generated it, so it may hold it) but
 not the new question, which nothing can hold yet. Tokenizing runs on the given thread
 pool, except a batch of at most :data:`INLINE_CHARS` characters: that is tokenized on the
@@ -46,6 +47,18 @@ FIRST_BATCH_CHARS = 64
 MAX_BATCH_CHARS = 4096
 #: A batch this small is tokenized on the event loop (tens of microseconds).
 INLINE_CHARS = 256
+
+
+def _leading_text(pieces: list[str], start: int, size: int) -> bytes:
+    """At least ``size`` bytes of the pieces' text from ``pieces[start]`` (UTF-8), or all."""
+    taken: list[str] = []
+    chars = 0
+    for piece in pieces[start:]:
+        taken.append(piece)
+        chars += len(piece)
+        if chars >= size:  # a character is at least a byte
+            break
+    return "".join(taken).encode("utf-8")
 
 
 class TextBlocks:
@@ -123,7 +136,7 @@ class TokenBlocks:
                 chars += len(pieces[position])
                 position += 1
                 continue
-            if chain.hashes and not self._index.extended(chain.hashes[-1]):
+            if chain.hashes and not self._may_continue(chain, pieces, position):
                 rest = sum(len(piece) for piece in pieces[position:])  # nothing more can match
                 per_char = chain.tokens / chars if chars else 1 / CHARS_PER_TOKEN
                 return chain.tokens + round(rest * per_char)
@@ -146,6 +159,29 @@ class TokenBlocks:
                 chars += len(pieces[index])
             position = end
         return chain.tokens
+
+    def _may_continue(self, chain: Chain, pieces: list[str], position: int) -> bool:
+        """Whether some endpoint may hold a block after the chain's last one that the
+        prompt, from ``pieces[position]`` on, continues into: a block held with a child,
+        unless every child's tokens are known and the text does not start as any does."""
+        last, pending = chain.state
+        if not self._index.extended(last):
+            return False
+        children = self._index.followers.children(last)
+        if children is None or not self.tokenizer.decodes_exactly:
+            return True
+        text = b""
+        for child in children:
+            if len(child) != self._block_size * 4:
+                return True  # not one of this chain's blocks: cannot rule it out
+            if not child.startswith(pending):
+                continue
+            expected = self.tokenizer.decode(child[len(pending) :])
+            if len(text) < len(expected):
+                text = _leading_text(pieces, position, len(expected))
+            if text.startswith(expected):
+                return True
+        return False
 
     def _add(self, chain: Chain, piece: Piece) -> None:
         """Extend the chain by a piece, reusing what the piece added to this chain before."""

@@ -152,18 +152,22 @@ class DiskTier:
         if not chain or chain[-1] != key:
             self._delete(path, "corrupt", "deleted %s: its name does not match its tokens", path)
             return
-        self._put(chain, len(tokens), size)
+        self._put(chain, len(tokens), size, tokens.tolist())
 
     def _chain(self, tokens: np.ndarray) -> list[int]:
         blocks = len(tokens) // self._block_size
         return self._hashes(tokens[: blocks * self._block_size].tolist())
 
-    def _put(self, chain: Sequence[int], n_tokens: int, size: int) -> bool:
+    def _put(
+        self, chain: Sequence[int], n_tokens: int, size: int, tokens: Sequence[int] | None = None
+    ) -> bool:
         """Index a written file; delete the files it evicts or contains. False if refused."""
         with self._lock, self._events.recording() as ledger:
             put = self._index.put(chain, n_tokens, size)
             if put.stored is not None:
-                ledger.hold((self.name, put.stored.key), put.stored.block_hashes, MEDIUM_DISK)
+                ledger.hold(
+                    (self.name, put.stored.key), put.stored.block_hashes, MEDIUM_DISK, tokens
+                )
             for entry in put.removed:
                 ledger.release((self.name, entry.key))
         for entry in put.removed:

@@ -1,0 +1,80 @@
+"""What can follow a held block: the tokens of the blocks stored after it (its children).
+
+The ``kv`` policy tokenizes a prompt only as far as it can match (``TokenBlocks``): past
+the last block some endpoint holds, it must tokenize on only where some endpoint also
+holds a child of that block. Tokenizing a new message just to learn that it does not
+start as that child did is the router's largest single cost (tens of microseconds per
+llama.cpp call). When the workers' KV events carry the blocks' tokens (vLLM's do, and
+corral's), the router keeps, per block, its children's tokens; a prompt whose text does
+not start with any child's text (decoded) cannot match it, and is not tokenized.
+
+A block's children are *known* only where every child stored since the router began to
+follow the block came with its tokens (a medium that stores a child again without them,
+a disk tier say, changes nothing); a new child without tokens, too many children, or a
+record begun after children were already held makes the block's children unknown, and
+the router tokenizes as before. So the record only ever saves work, never a match:
+children that leave are not forgotten (a stale child costs a needless tokenization).
+
+Bounded in bytes and LRU-evicted (an evicted block's children are unknown again).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+#: Children recorded per block; a block with more is unknown (a branching point: tokenize).
+MAX_CHILDREN = 8
+#: Bytes a record costs beyond its children's tokens (key, LRU node, tuple), and per child.
+RECORD_BYTES = 160
+CHILD_BYTES = 40
+
+
+class Followers:
+    """Block hash -> each child block stored after it: its hash and tokens (int32 bytes)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._records: OrderedDict[int, tuple[tuple[int, bytes], ...] | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(self, parent: int, child: int, tokens: bytes | None, *, had_children: bool) -> None:
+        """Block ``child`` of ``parent`` was stored, with its tokens (None: not known; fine
+        where the child was recorded with them before). ``had_children``: whether some
+        endpoint was already believed to hold a child of ``parent``."""
+        if self.max_bytes <= 0:
+            return
+        known = parent in self._records
+        old = self._records.get(parent, None if had_children else ())
+        if old is not None and any(hash_ == child for hash_, _ in old):
+            new = old
+        elif old is None or tokens is None or len(old) >= MAX_CHILDREN:
+            new = None
+        else:
+            new = (*old, (child, tokens))
+        if known:
+            self.bytes -= _cost(old)
+            self._records.move_to_end(parent)
+        elif new is None:
+            return  # unknown either way: nothing to keep
+        self._records[parent] = new
+        self.bytes += _cost(new)
+        while self.bytes > self.max_bytes and self._records:
+            _, gone = self._records.popitem(last=False)
+            self.bytes -= _cost(gone)
+
+    def children(self, parent: int) -> list[bytes] | None:
+        """The tokens of every child of ``parent`` stored so far; None where not all are known."""
+        record = self._records.get(parent)
+        return None if record is None else [tokens for _, tokens in record]
+
+    def __contains__(self, parent: object) -> bool:
+        return parent in self._records
+
+
+def _cost(children: tuple[tuple[int, bytes], ...] | None) -> int:
+    if not children:
+        return RECORD_BYTES
+    return RECORD_BYTES + sum(CHILD_BYTES + len(tokens) for _, tokens in children)
