@@ -24,6 +24,7 @@ import uvloop
 from prefix_workload import Workload, held_blocks
 
 from corral.config import RoutingConfig
+from corral.prefix.hashing import token_bytes
 from corral.prefix.index import PrefixIndex
 from corral.prefix.prompt import read_prompt
 from corral.prefix.tokenizer import PromptTokenizer
@@ -44,8 +45,10 @@ async def measure(policy_name: str, kind: str, args: argparse.Namespace) -> dict
     tokenizer = executor = None
     if policy_name == "kv":
         held = held_blocks(workload, source=SOURCE, model="m", block_size=16, engines=len(urls))
-        for url, blocks in zip(urls, held, strict=True):
-            index.store(url, blocks, "ram")
+        for url, chains in zip(urls, held, strict=True):
+            for chain in chains:
+                tokens = token_bytes(chain["tokens"]) if args.event_tokens else None
+                index.store(url, chain["hashes"], "ram", None, tokens)
         tokenizer = PromptTokenizer.load(SOURCE, cache_bytes=RoutingConfig().tokenizer_cache_bytes)
         executor = ThreadPoolExecutor(1)
     parts = PolicyParts(random.Random(0), index=index, tokenizer=tokenizer, executor=executor)
@@ -119,6 +122,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--workloads", nargs="+", default=["conversation", "unique"])
+    parser.add_argument(
+        "--no-event-tokens",
+        dest="event_tokens",
+        action="store_false",
+        help="the held blocks come without their tokens (the router must tokenize to rule them out)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     rows = uvloop.run(run(args))

@@ -9,8 +9,10 @@ the first block is held somewhere, so the whole new message has to be tokenized)
 :func:`held_blocks` is what the fake workers announce in their KV event snapshot: the
 token blocks (seeded with the ``kv`` model's name) of each conversation's history followed
 by an earlier question, as a corral worker that answered it would report them. Since a
-block follows the history there, the router cannot stop before a new question: it has
-to tokenize every new question (the costly case of the ``kv`` policy).
+block follows the history there, the router cannot stop before a new question without
+looking at it: with the blocks' tokens in the events it compares the question's text with
+the held continuation's; without them (``tokens`` dropped) it has to tokenize every new
+question (the costly case of the ``kv`` policy).
 """
 
 from __future__ import annotations
@@ -81,17 +83,26 @@ class Workload:
 
 def held_blocks(
     workload: Workload, *, source: str, model: str, block_size: int, engines: int
-) -> list[list[int]]:
-    """Per engine, the block hashes it holds: conversation ``i`` lives on engine ``i % engines``
-    (for ``unique``: every engine holds an earlier prompt after the template's default system
-    prompt, so the first block of every unique prompt is held and followed)."""
+) -> list[list[dict[str, list[int]]]]:
+    """Per engine, the chains it holds, each ``{"hashes": [...], "tokens": [...]}`` (the
+    blocks' tokens, as a worker's KV events carry them): conversation ``i`` lives on engine
+    ``i % engines`` (for ``unique``: every engine holds an earlier prompt after the
+    template's default system prompt, so the first block of every unique prompt is held
+    and followed)."""
     from corral.prefix.hashing import block_hashes
     from corral.prefix.tokenizer import PromptTokenizer
 
     tokenizer = PromptTokenizer.load(source, cache_bytes=0)
     try:
         assert tokenizer.template is not None, "the kv benchmark needs a chat model"
-        held: list[list[int]] = [[] for _ in range(engines)]
+        held: list[list[dict[str, list[int]]]] = [[] for _ in range(engines)]
+
+        def chain(messages: list[dict[str, str]]) -> dict[str, list[int]]:
+            rendered = tokenizer.template.render(messages, add_generation_prompt=False)  # type: ignore[union-attr]
+            tokens = tokenizer.vocab.tokenize(rendered, add_special=False)
+            hashes = block_hashes(tokens, block_size=block_size, seed=model)
+            return {"hashes": hashes, "tokens": list(tokens[: len(hashes) * block_size])}
+
         if workload.kind == "conversation":
             for number, history in enumerate(workload.histories):
                 earlier = {
@@ -99,17 +110,11 @@ def held_blocks(
                     "content": "An earlier question: "
                     + text(random.Random(number), QUESTION_CHARS),
                 }
-                rendered = tokenizer.template.render(
-                    [*history, earlier], add_generation_prompt=False
-                )
-                tokens = tokenizer.vocab.tokenize(rendered, add_special=False)
-                held[number % engines] += block_hashes(tokens, block_size=block_size, seed=model)
+                held[number % engines].append(chain([*history, earlier]))
         else:
             earlier = {"role": "user", "content": text(random.Random(-1), QUESTION_CHARS)}
-            rendered = tokenizer.template.render([earlier], add_generation_prompt=False)
-            tokens = tokenizer.vocab.tokenize(rendered, add_special=False)
-            for blocks in held:
-                blocks += block_hashes(tokens, block_size=block_size, seed=model)
+            for chains in held:
+                chains.append(chain([earlier]))
         return held
     finally:
         tokenizer.close()

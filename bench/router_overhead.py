@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -362,8 +363,9 @@ def processes(args: argparse.Namespace) -> Iterator[tuple[list[str], str, int]]:
                 process.wait(10)
 
 
-def kv_snapshots(args: argparse.Namespace) -> list[list[int] | None]:
-    """Per engine, the blocks it announces (kv only), as the workload's sessions are spread."""
+def kv_snapshots(args: argparse.Namespace) -> list[list[Any] | None]:
+    """Per engine, the chains it announces (kv only), as the workload's sessions are spread:
+    with their tokens, or (``--no-event-tokens``) their block hashes alone."""
     if args.policy != "kv" or args.workload == "hello":
         return [None] * args.engines
     workload = Workload(
@@ -372,7 +374,9 @@ def kv_snapshots(args: argparse.Namespace) -> list[list[int] | None]:
     held = held_blocks(
         workload, source=SOURCE, model="bench-kv", block_size=16, engines=args.engines
     )
-    return list(held)
+    if args.event_tokens:
+        return list(held)
+    return [[block for chain in chains for block in chain["hashes"]] for chains in held]
 
 
 async def wait_ready(url: str) -> None:
@@ -413,6 +417,13 @@ def main() -> None:
         help="with --policy (without: a one-word prompt)",
     )
     parser.add_argument("--sessions", type=int, default=64, help="conversations (workload)")
+    parser.add_argument(
+        "--no-event-tokens",
+        dest="event_tokens",
+        action="store_false",
+        help="kv: the fake engines announce held blocks without their tokens (the router must "
+        "tokenize every new question to rule them out)",
+    )
     parser.add_argument("--engines", type=int, help="fake engines (default 1, or 2 with --policy)")
     parser.add_argument(
         "--modes", choices=["json", "stream"], nargs="+", default=["json", "stream"]

@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--kv-blocks",
         type=Path,
-        help="a JSON list of block hashes to hold: serve them on GET /v1/kv/events",
+        help="what to hold, served on GET /v1/kv/events: a JSON list of block hashes, or of "
+        'chains {"hashes": [...], "tokens": [...]} (announced with their tokens)',
     )
     args = parser.parse_args(argv)
     behaviour = Behaviour.instant() if args.instant else Behaviour(args.ttft_s, args.itl_s)
@@ -414,7 +415,11 @@ def main(argv: list[str] | None = None) -> None:
     kv = None
     if args.kv_blocks is not None:
         kv = FakeKVEvents(keepalive_s=15.0)
-        kv.held = dict.fromkeys(orjson.loads(args.kv_blocks.read_bytes()))
+        for held in orjson.loads(args.kv_blocks.read_bytes()):
+            if isinstance(held, dict):
+                kv.chains.append((tuple(held["hashes"]), tuple(held["tokens"])))
+            else:
+                kv.held[held] = None
     app = FakeEngine(args.name, behaviour=behaviour, record=False, kv=kv)
     config = uvicorn.Config(
         app, loop="uvloop", http="httptools", lifespan="on", access_log=False, log_level="warning"

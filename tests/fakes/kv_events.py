@@ -45,6 +45,8 @@ class FakeKVEvents:
         self.keepalive_s = keepalive_s
         self.hasher = hasher
         self.held: dict[int, None] = {}
+        #: Chains held from the start, each announced with its tokens: (hashes, tokens).
+        self.chains: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         self.seq = 0
         self.status = 200
         self.subscriptions = 0
@@ -142,6 +144,7 @@ class FakeKVEvents:
 
     def snapshot(self) -> EventBatch:
         events: list[KVEvent] = [AllBlocksCleared()]
+        events += [BlockStored(hashes, None, self.block_size, token_ids=tokens) for hashes, tokens in self.chains]
         if self.held:
             events.append(BlockStored(tuple(self.held), None, self.block_size))
         return EventBatch(self.seq, self._clock(), tuple(events))
