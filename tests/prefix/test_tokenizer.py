@@ -316,3 +316,35 @@ def test_message_by_message_plans_tokenize_to_the_whole() -> None:
             assert tokens == tokenizer.tokenize(prompt)
     finally:
         tokenizer.close()
+
+
+async def test_a_long_message_seen_before_is_taken_whole(executor: Any) -> None:
+    """A message cut into several pieces is cached whole once all its pieces were walked in
+    a row: later walks take it in one lookup, with the same hashes."""
+    tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
+    blocks = TokenBlocks(tokenizer, Holding(), block_size=BLOCK, executor=executor)
+    words = "Once upon a time a cat sat on the mat and said naïve things about 42 dogs. "
+    messages = [
+        {"role": "system", "content": words * 20},
+        {"role": "user", "content": words * 30},
+        {"role": "assistant", "content": words * 25},
+        {"role": "user", "content": "And then?"},
+    ]
+    assert tokenizer.template is not None
+    text = tokenizer.template.render(messages)
+    expected = block_hashes(tokenizer.vocab.tokenize(text, add_special=False), block_size=BLOCK, seed=SMOL)
+    try:
+        lookups = []
+        for _ in range(3):
+            before = tokenizer.cache.hits + tokenizer.cache.misses
+            request = ctx(SMOL, CHAT, {"messages": messages})
+            await blocks.prepare(request)
+            assert request.routing.blocks is not None
+            assert list(request.routing.blocks.hashes) == expected
+            lookups.append(tokenizer.cache.hits + tokenizer.cache.misses - before)
+        plan = tokenizer.plan(read_prompt(CHAT, {"messages": messages}))  # type: ignore[arg-type]
+        assert plan is not None and len(plan.parts) == 3  # the three long messages
+        assert len(plan.pieces) > 12
+        assert lookups[2] < len(plan.pieces) / 2  # one per long message, not one per piece
+    finally:
+        tokenizer.close()

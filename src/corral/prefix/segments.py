@@ -98,6 +98,10 @@ class Plan:
     prefix: tuple[int, ...]
     pieces: list[str]
     add_special: bool  # passed to llama.cpp for every piece (True only for a whole prompt)
+    #: Planned part by part (:meth:`Segmenter.plan_parts`): each part of more than one
+    #: piece, as (index of its first piece, how many, its text). Its tokens are its pieces'
+    #: together, so a cached part stands for all of them.
+    parts: tuple[tuple[int, int, str], ...] = ()
 
 
 class Segmenter:
@@ -140,14 +144,17 @@ class Segmenter:
         if not self.segmented:
             return None
         pieces: list[str] = []
+        multiple: list[tuple[int, int, str]] = []
         for number, part in enumerate(parts):
             if not part:
                 continue
             planned, starts_with_marker = self._planned.get_or_make(part, self._plan_part)
             if number and not starts_with_marker:
                 return None
+            if len(planned) > 1:
+                multiple.append((len(pieces), len(planned), part))
             pieces += planned
-        return Plan(self._prefix(add_special), pieces, False)
+        return Plan(self._prefix(add_special), pieces, False, tuple(multiple))
 
     def _plan_part(self, part: str) -> tuple[list[str], bool]:
         """The part's pieces (its long raw text cut unremembered: the plan is remembered),

@@ -136,6 +136,10 @@ class PromptTokenizer:
     def remember(self, text: str, tokens: array[int]) -> Piece:
         return self.cache.put(text, tokens)
 
+    def parts(self, plan: Plan) -> WholeParts:
+        """A walk over ``plan``'s multi-piece parts, each looked up (and cached) whole."""
+        return WholeParts(self.cache, plan)
+
     def tokenize(self, prompt: Prompt) -> list[int] | None:
         """The whole prompt in one llama.cpp call, exactly as the worker does (no cache)."""
         if isinstance(prompt, TokenPrompt):
@@ -145,3 +149,45 @@ class PromptTokenizer:
             return None
         text, add_special = rendered
         return list(self.vocab.tokenize(text, add_special=add_special))
+
+
+class WholeParts:
+    """A plan's parts of several pieces (a long chat message), taken whole: a walk over the
+    plan's pieces asks :meth:`at` at each position for a cached part starting there (its
+    tokens are its pieces' together), and reports each piece it adds (:meth:`added`); a
+    part whose pieces were all added in a row is cached whole. So a conversation's history
+    costs one lookup per message, not one per piece. One per walk."""
+
+    __slots__ = ("_cache", "_open", "_starts")
+
+    def __init__(self, cache: PieceCache, plan: Plan) -> None:
+        self._cache = cache
+        self._starts = {start: (count, text) for start, count, text in plan.parts}
+        # the part being walked piece by piece: its text, next position, end, tokens so far
+        self._open: tuple[str, list[int], int, array[int]] | None = None
+
+    def at(self, position: int) -> tuple[Piece, int] | None:
+        """The cached part starting at ``position`` and how many pieces it stands for."""
+        part = self._starts.get(position) if self._starts else None
+        if part is None:
+            return None
+        count, text = part
+        whole = self._cache.get(text)
+        if whole is None:
+            self._open = (text, [position], position + count, array("i"))
+            return None
+        return whole, count
+
+    def added(self, position: int, piece: Piece) -> None:
+        """The walk added the piece at ``position``."""
+        if self._open is None:
+            return
+        text, expected, end, tokens = self._open
+        if position != expected[0]:
+            self._open = None  # a piece was skipped: the part's tokens are not all here
+            return
+        tokens.extend(piece.tokens)
+        expected[0] += 1
+        if expected[0] == end:
+            self._open = None
+            self._cache.put(text, tokens)

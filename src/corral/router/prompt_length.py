@@ -160,12 +160,22 @@ class PromptLengthCheck:
         checker's thread) and cached for the next request."""
         count = len(plan.prefix)
         new: list[str] = []
-        for piece in plan.pieces:
-            known = tokenizer.known(piece)
+        pieces = plan.pieces
+        parts = tokenizer.parts(plan)  # a cached long message counts as one
+        position = 0
+        while position < len(pieces):
+            whole = parts.at(position)
+            if whole is not None:
+                count += len(whole[0].tokens)
+                position += whole[1]
+                continue
+            known = tokenizer.known(pieces[position])
             if known is None:
-                new.append(piece)
+                new.append(pieces[position])
             else:
                 count += len(known.tokens)
+                parts.added(position, known)
+            position += 1
         if not new or count + sum(len(piece.encode()) for piece in new) + ADDED_TOKENS <= budget:
             return count
         loop = asyncio.get_running_loop()

@@ -127,12 +127,21 @@ class TokenBlocks:
         if plan.prefix:
             chain.extend(array("i", plan.prefix))
         pieces = plan.pieces
+        parts = self.tokenizer.parts(plan)
         position = chars = 0
         budget = FIRST_BATCH_CHARS
         while position < len(pieces):
+            whole = parts.at(position)
+            if whole is not None:
+                part, count = whole
+                self._add(chain, part)
+                chars += len(part.text)
+                position += count
+                continue
             known = self.tokenizer.known(pieces[position])
             if known is not None:
                 self._add(chain, known)
+                parts.added(position, known)
                 chars += len(pieces[position])
                 position += 1
                 continue
@@ -155,7 +164,9 @@ class TokenBlocks:
             }
             for index in range(position, end):
                 held = found.get(index)
-                self._add(chain, new[pieces[index]] if held is None else held)
+                piece = new[pieces[index]] if held is None else held
+                self._add(chain, piece)
+                parts.added(index, piece)
                 chars += len(pieces[index])
             position = end
         return chain.tokens
