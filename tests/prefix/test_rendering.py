@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from corral.prefix.rendering import MessageRenderer
+from corral.prefix.rendering import MessageRenderer, writes_content_verbatim
 from corral.prefix.vocab import GgufVocab
 from corral.sources import resolve_source
 from corral.worker.chat_template import ChatTemplate
@@ -38,6 +38,12 @@ CONTINUING = (
     "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
     "{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}<gen>{% endif %}"
 )
+# Separable, but a content's beginning changes how it is written.
+TRIGGERED = (
+    "{% for m in messages %}{% if m['content'].startswith('/raw ') %}{{ '[raw]' + m['content'][5:] }}"
+    "{% else %}{{ '<' + m['role'] + '>' + m['content'] }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<gen>{% endif %}"
+)
 DATED = "Today {{ strftime_now('%d %b') }}\n" + CHATML
 
 
@@ -66,7 +72,7 @@ def conversations(seed: int, count: int) -> list[list[dict[str, str]]]:
     ]
 
 
-@pytest.mark.parametrize("source", [CHATML, FOLDED, NUMBERED, REASONING, CONTINUING])
+@pytest.mark.parametrize("source", [CHATML, FOLDED, NUMBERED, REASONING, CONTINUING, TRIGGERED])
 def test_rendering_always_equals_the_template(source: str) -> None:
     chat = template(source)
     renderer = MessageRenderer(chat)
@@ -106,11 +112,48 @@ def test_the_packaged_chat_model_template_is_separable() -> None:
 def test_a_conversation_resent_with_a_new_turn_renders_only_that_turn() -> None:
     chat = template(CHATML)
     renderer = MessageRenderer(chat)
-    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(6)]
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(7)]
     renderer.render(turns[:5])
     before = chat.renders
     assert renderer.render(turns) == chat.render(turns)
-    assert chat.renders - before == 1 + 1  # the new turn's piece, then the comparison's own render
+    # ChatML writes the content as it is: the new turn's piece needs no rendering at all
+    assert chat.renders - before == 0 + 1  # only the comparison's own render
+
+    chat = template(TRIGGERED)  # the content decides: every new turn is rendered
+    renderer = MessageRenderer(chat)
+    assert renderer.separable
+    renderer.render(turns[:5])
+    before = chat.renders
+    assert renderer.render(turns) == chat.render(turns)
+    assert chat.renders - before == 2 + 1  # the two new turns' pieces, then the comparison's
+    raw = [{"role": "user", "content": "/raw keep me"}]
+    assert renderer.render(raw) == chat.render(raw) == "[raw]keep me<gen>"
+
+
+@pytest.mark.parametrize(
+    ("source", "verbatim"),
+    [
+        (CHATML, True),
+        ("{% for m in messages %}{{ '<' ~ m.role ~ '>' ~ m.content }}{% endfor %}", True),
+        ("{% if messages|length > 1 %}-{% endif %}{% for m in messages[1:] %}{{ m.content }}{% endfor %}", True),
+        ("{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% endif %}", True),
+        ("{% for m in messages %}{{ m['content'] | trim }}{% endfor %}", False),
+        ("{% for m in messages %}{{ m | tojson }}{% endfor %}", False),
+        ("{% for m in messages %}{% set c = m['content'] %}{{ c }}{% endfor %}", False),
+        ("{% for m in messages %}{% if '<think>' in m.content %}x{% endif %}{{ m.content }}{% endfor %}", False),
+        ("{% for m in messages %}{{ m.get('content') }}{% endfor %}", False),
+        ("{% for m in messages %}{% for k, v in m.items() %}{{ v }}{% endfor %}{% endfor %}", False),
+        ("{% macro r(x) %}{{ x.content }}{% endmacro %}{% for m in messages %}{{ r(m) }}{% endfor %}", False),
+        ("{% for m in messages %}{{ m.content if m.role == 'user' else 'x' }}{% endfor %}", False),
+        ("{{ messages | map(attribute='content') | join('') }}", False),
+        ("{% set ms = messages %}{% for m in ms %}{{ m.content | upper }}{% endfor %}", False),
+        (REASONING, False),
+    ],
+)
+def test_content_is_taken_as_written_only_where_the_template_cannot_touch_it(
+    source: str, verbatim: bool
+) -> None:
+    assert writes_content_verbatim(template(source).parse()) is verbatim
 
 
 def test_the_piece_cache_stays_within_its_bound() -> None:

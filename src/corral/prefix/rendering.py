@@ -22,12 +22,22 @@ rendered whole, as before; so is any conversation that does not end with a user 
 always renders whole; the router's text must equal it, which the check guarantees for
 every template that passes, since Jinja templates that pass are pure functions of each
 message and its predecessor's role.
+
+A new message (every request has one) still costs a Jinja rendering, unless the template
+writes each message's content out *as it is*: then a message's piece is a fixed head, the
+content, and a fixed tail, per pair of roles, found once with a placeholder content. That
+is established from the template's syntax tree (:func:`writes_content_verbatim`: messages
+are read only for their role, and their content only inside output, joined by ``+`` or
+``~``: no filter, test, condition, call or alias sees it) and confirmed on the sample
+contents; any other template renders every new message.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+
+from jinja2 import nodes
 
 from corral.errors import InvalidRequestError
 from corral.worker.chat_template import ChatTemplate
@@ -51,6 +61,8 @@ _SAMPLES: tuple[tuple[str, ...], ...] = (
 #: Template text that makes a rendering depend on more than the messages (today's date).
 _IMPURE = ("strftime_now", "now(")
 _ANCHOR = "anchor message"
+#: Content that stands for any content when finding a message's fixed head and tail.
+_PLACEHOLDER = "\ue000corral placeholder\ue001"
 
 
 class MessageRenderer:
@@ -64,7 +76,11 @@ class MessageRenderer:
         self._pieces: OrderedDict[tuple[str | None, str, str], str] = OrderedDict()
         self._prefixes: dict[str, str] = {}  # role -> its anchor rendered without generation prompt
         self._generation = ""
+        # (previous role, role) -> the fixed text around a message's content, where verbatim
+        self._shapes: dict[tuple[str | None, str], tuple[str, str]] = {}
         self.separable = self._check()
+        if self.separable and writes_content_verbatim(template.parse()):
+            self._shapes = self._find_shapes()
         self._pieces.clear()
         self._bytes = 0
 
@@ -103,6 +119,16 @@ class MessageRenderer:
         if piece is not None:
             self._pieces.move_to_end(key)
             return piece
+        shape = self._shapes.get((previous, role))
+        if shape is not None:
+            piece = shape[0] + content + shape[1]
+            self._keep(key, piece)
+            return piece
+        piece = self._render_piece(previous, role, content)
+        self._keep(key, piece)
+        return piece
+
+    def _render_piece(self, previous: str | None, role: str, content: str) -> str:
         message = {"role": role, "content": content}
         if previous is None:
             piece = self._template.render([message], add_generation_prompt=False)
@@ -114,8 +140,26 @@ class MessageRenderer:
             if not whole.startswith(anchor):
                 raise _NotSeparable
             piece = whole[len(anchor) :]
-        self._keep(key, piece)
         return piece
+
+    def _find_shapes(self) -> dict[tuple[str | None, str], tuple[str, str]]:
+        """Per (previous role, role), the head and tail around a message's content, if the
+        placeholder shows where the content goes and every sample content agrees."""
+        shapes: dict[tuple[str | None, str], tuple[str, str]] = {}
+        try:
+            for previous in (None, *_ROLES):
+                for role in _ROLES:
+                    sample = self._render_piece(previous, role, _PLACEHOLDER)
+                    if sample.count(_PLACEHOLDER) != 1:
+                        return {}
+                    head, tail = sample.split(_PLACEHOLDER)
+                    for content in _CONTENTS:
+                        if self._render_piece(previous, role, content) != head + content + tail:
+                            return {}
+                    shapes[(previous, role)] = (head, tail)
+        except (InvalidRequestError, _NotSeparable):
+            return {}
+        return shapes
 
     def _keep(self, key: tuple[str | None, str, str], piece: str) -> None:
         size = _size(key[2], piece)
@@ -165,6 +209,82 @@ class MessageRenderer:
     def _fail(self) -> bool:
         self._prefixes.clear()
         return False
+
+
+def writes_content_verbatim(tree: nodes.Template) -> bool:
+    """Whether a chat template reads ``messages`` only to loop over them (whole or sliced),
+    take their ``length`` or index them, reads a message only for its ``role`` and
+    ``content``, and uses a content only by writing it out, joined to other text with ``+``
+    or ``~``: then the content cannot change anything else, nor be changed."""
+    lists = {"messages"}
+    singles = {
+        loop.target.name
+        for loop in tree.find_all(nodes.For)
+        if isinstance(loop.target, nodes.Name) and _is_message_list(loop.iter, lists)
+    }
+    ancestors: list[nodes.Node] = []
+
+    def visit(node: nodes.Node) -> bool:
+        if isinstance(node, nodes.Name) and node.ctx == "load":
+            if node.name in lists and not _list_use(node, ancestors, lists):
+                return False
+            if node.name in singles and not _message_use(node, ancestors, len(ancestors) - 1):
+                return False
+        ancestors.append(node)
+        try:
+            return all(visit(child) for child in node.iter_child_nodes())
+        finally:
+            ancestors.pop()
+
+    return visit(tree)
+
+
+def _is_message_list(expr: nodes.Node, lists: set[str]) -> bool:
+    if isinstance(expr, nodes.Name):
+        return expr.name in lists
+    return isinstance(expr, nodes.Getitem) and isinstance(expr.arg, nodes.Slice) and _is_message_list(expr.node, lists)
+
+
+def _list_use(expr: nodes.Node, ancestors: list[nodes.Node], lists: set[str]) -> bool:
+    """``messages`` (or a slice of it) used harmlessly: looped over, measured, or indexed
+    for a message that is itself used harmlessly."""
+    for level in range(len(ancestors) - 1, -1, -1):
+        parent = ancestors[level]
+        if isinstance(parent, nodes.For) and parent.iter is expr:
+            return True
+        if isinstance(parent, nodes.Filter) and parent.node is expr and parent.name == "length":
+            return True
+        if not (isinstance(parent, nodes.Getitem) and parent.node is expr):
+            return False
+        if isinstance(parent.arg, nodes.Const) and type(parent.arg.value) is int:
+            return _message_use(parent, ancestors, level - 1)
+        if not isinstance(parent.arg, nodes.Slice):
+            return False
+        expr = parent
+    return False
+
+
+def _message_use(expr: nodes.Node, ancestors: list[nodes.Node], level: int) -> bool:
+    """A message read for its role, or for its content written out as it is."""
+    if level < 0:
+        return False
+    parent = ancestors[level]
+    if isinstance(parent, nodes.Getitem) and parent.node is expr and isinstance(parent.arg, nodes.Const):
+        key = parent.arg.value
+    elif isinstance(parent, nodes.Getattr) and parent.node is expr:
+        key = parent.attr
+    else:
+        return False
+    if key == "role":
+        return True
+    if key != "content":
+        return False
+    for outer in reversed(ancestors[:level]):
+        if isinstance(outer, nodes.Output):
+            return True
+        if not isinstance(outer, nodes.Add | nodes.Concat):
+            return False
+    return False
 
 
 def _size(content: str, piece: str) -> int:

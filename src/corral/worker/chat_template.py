@@ -40,6 +40,10 @@ class ChatTemplate:
         template = metadata.get(TEMPLATE_KEY)
         return None if not template else cls(template, bos_token=bos_token, eos_token=eos_token)
 
+    def parse(self) -> jinja2.nodes.Template:
+        """The template's syntax tree, parsed as it is rendered (same environment)."""
+        return self._formatters[True]._environment.environment.parse(self.source)
+
     def render(
         self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True
     ) -> str:
