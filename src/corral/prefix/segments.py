@@ -34,7 +34,7 @@ import re
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from corral.prefix.chain import Continuation
@@ -99,9 +99,9 @@ class Plan:
     pieces: list[str]
     add_special: bool  # passed to llama.cpp for every piece (True only for a whole prompt)
     #: Planned part by part (:meth:`Segmenter.plan_parts`): each part of more than one
-    #: piece, as (index of its first piece, how many, its text). Its tokens are its pieces'
-    #: together, so a cached part stands for all of them.
-    parts: tuple[tuple[int, int, str], ...] = ()
+    #: piece, as index of its first piece -> (how many, its text). Its tokens are its
+    #: pieces' together, so a cached part stands for all of them.
+    parts: dict[int, tuple[int, str]] = field(default_factory=dict)
 
 
 class Segmenter:
@@ -144,7 +144,7 @@ class Segmenter:
         if not self.segmented:
             return None
         pieces: list[str] = []
-        multiple: list[tuple[int, int, str]] = []
+        multiple: dict[int, tuple[int, str]] = {}
         for number, part in enumerate(parts):
             if not part:
                 continue
@@ -152,9 +152,9 @@ class Segmenter:
             if number and not starts_with_marker:
                 return None
             if len(planned) > 1:
-                multiple.append((len(pieces), len(planned), part))
+                multiple[len(pieces)] = (len(planned), part)
             pieces += planned
-        return Plan(self._prefix(add_special), pieces, False, tuple(multiple))
+        return Plan(self._prefix(add_special), pieces, False, multiple)
 
     def _plan_part(self, part: str) -> tuple[list[str], bool]:
         """The part's pieces (its long raw text cut unremembered: the plan is remembered),

@@ -162,7 +162,7 @@ class WholeParts:
 
     def __init__(self, cache: PieceCache, plan: Plan) -> None:
         self._cache = cache
-        self._starts = {start: (count, text) for start, count, text in plan.parts}
+        self._starts = plan.parts
         # the part being walked piece by piece: its text, next position, end, tokens so far
         self._open: tuple[str, list[int], int, array[int]] | None = None
 

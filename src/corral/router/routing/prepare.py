@@ -98,15 +98,15 @@ class TokenBlocks:
         self._executor = executor
 
     async def prepare(self, ctx: RequestContext) -> None:
-        prompt = read_prompt(ctx.path, ctx.body)
-        if prompt is None:
-            return
         chain = Chain(seed=ctx.model, block_size=self._block_size)
+        plan = ctx.routing.plan  # the prompt-length check's, for a text or chat prompt
+        prompt = None if plan is not None else read_prompt(ctx.path, ctx.body)
         if isinstance(prompt, TokenPrompt):
             chain.extend(array("i", prompt.tokens))
             estimate = chain.tokens
         else:
-            plan = ctx.routing.plan or self.tokenizer.plan(prompt)
+            if plan is None and prompt is not None:
+                plan = self.tokenizer.plan(prompt)
             if plan is None:
                 return
             try:
