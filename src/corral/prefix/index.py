@@ -128,6 +128,8 @@ class PrefixIndex:
         """Record each stored block as a child of the block before it (before the child bits
         are set: a block that had children before its record has unknown children)."""
         followers = self.followers
+        if tokens is None and not followers:
+            return  # nothing known to mark unknown (the prefix policy's stores, say)
         width = len(tokens) // len(hashes) if tokens and hashes else 0
         if tokens is not None and (not width or width * len(hashes) != len(tokens)):
             tokens = None
