@@ -24,6 +24,8 @@ from tests.fakes.server import closed_port_url
 from tests.router.support import eventually, serving_router
 
 from corral.config import parse_stack
+from corral.prefix.hashing import block_hashes, token_bytes
+from corral.prefix.prompt import read_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +124,14 @@ async def test_predictions_agree_with_a_real_worker(tmp_path: Path) -> None:
             assert seen[1][0] > seen[0][0]  # the conversation grew, and so did the reuse
             counts = app.routing.selfcheck.snapshot()[MODEL["name"]]
             assert counts["over"] == counts["under"] == 0
+            # The worker's events carried the blocks' tokens: the router knows what follows
+            # the blocks it holds, as text (a new question need not be tokenized).
+            tokenizer = app.routing.tokenizers[MODEL["name"]]
+            prompt = read_prompt("/v1/chat/completions", {"messages": messages})
+            assert prompt is not None
+            tokens = tokenizer.tokenize(prompt)
+            assert tokens is not None
+            hashes = block_hashes(tokens, block_size=BLOCK, seed=MODEL["name"])
+            for number, parent in enumerate(hashes[:-1]):
+                child = token_bytes(tokens[(number + 1) * BLOCK : (number + 2) * BLOCK])
+                assert child in (app.routing.index.followers.children(parent) or []), number

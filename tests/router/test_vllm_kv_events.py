@@ -11,7 +11,7 @@ from tests.fakes.vllm_kv_publisher import FakeVllmPublisher
 from tests.router.support import eventually
 
 from corral.config import parse_stack
-from corral.prefix.hashing import block_hashes
+from corral.prefix.hashing import block_hashes, token_bytes
 from corral.prefix.index import PrefixIndex
 from corral.router.vllm_kv_events import (
     Batch,
@@ -133,6 +133,8 @@ def test_larger_vllm_blocks_become_several_router_blocks():
     translator = _translator(index)
     translator.apply(_stored([21], TOKENS[:32], block_size=32))
     assert held(index, TOKENS) == 2
+    # each router block is known as its parent's child, with its tokens
+    assert index.followers.children(corral(TOKENS)[0]) == [token_bytes(TOKENS[16:32])]
     translator.apply(Batch(2.0, (Removed((21,)),)))
     assert held(index, TOKENS) == 0
     translator.apply(_stored([22], TOKENS[:24], block_size=24))  # not whole router blocks: skipped
