@@ -1,9 +1,13 @@
+import random
 import subprocess
 import sys
 
 import pytest
 
 from corral.prefix.hashing import block_hashes, root_hash, text_block_hashes
+from corral.prefix.prompt import canonical_text, read_prompt
+from corral.router.routing.base import RequestContext
+from corral.router.routing.prepare import TextBlocks
 
 
 def test_only_full_blocks_are_hashed():
@@ -48,3 +52,23 @@ def test_text_blocks():
     assert text_block_hashes("é" * 10, block_chars=4, seed="m") == text_block_hashes(
         "é" * 8, block_chars=4, seed="m"
     )
+
+
+async def test_chat_text_blocks_hashed_message_by_message_equal_the_whole_text() -> None:
+    """The prefix policy hashes a chat prompt message by message from a memo; the hashes
+    are those of its whole canonical text, however messages and blocks fall."""
+    rng = random.Random(3)
+    blocks = TextBlocks(block_chars=16, memo_chars=2_000)
+    history: list[dict[str, str]] = []
+    for _turn in range(60):
+        content = "".join(rng.choice("ab é😀\n") for _ in range(rng.randrange(40)))
+        history.append({"role": rng.choice(["system", "user", "assistant"]), "content": content})
+        for messages in (history, history[-3:], history):  # seen, new, seen again
+            ctx = RequestContext("m", "chat", "/v1/chat/completions", {"messages": messages}, None, {})
+            await blocks.prepare(ctx)
+            prompt = read_prompt("/v1/chat/completions", {"messages": messages})
+            assert prompt is not None and ctx.routing.blocks is not None
+            whole = canonical_text(prompt)
+            assert list(ctx.routing.blocks.hashes) == text_block_hashes(whole, block_chars=16, seed="m")
+            assert ctx.routing.blocks.total_blocks == len(whole) / 16
+        assert blocks._chars <= 2_000  # the memo stays within its bound

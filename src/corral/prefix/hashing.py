@@ -68,10 +68,29 @@ def text_block_hashes(text: str, *, block_chars: int, seed: str) -> list[int]:
     """
     if block_chars < 1:
         raise ValueError("block_chars must be >= 1")
-    parent = hash(("corral-text-v1", seed))
+    hashes, _, _ = text_continuation(text_root(seed), "", text, block_chars)
+    return list(hashes)
+
+
+def text_root(seed: str) -> int:
+    """The parent of a text's first block."""
+    return hash(("corral-text-v1", seed))
+
+
+def text_continuation(
+    parent: int, pending: str, text: str, block_chars: int
+) -> tuple[tuple[int, ...], int, str]:
+    """What ``text`` adds to a text chain that stands at ``parent`` with ``pending``
+    characters not yet a full block: the blocks' hashes, the last one (or ``parent``),
+    and the characters left over. Chaining these over a text's parts gives the hashes of
+    :func:`text_block_hashes` of the whole."""
+    if pending:
+        text = pending + text
     hashes: list[int] = []
     append = hashes.append
-    for start in range(0, len(text) - block_chars + 1, block_chars):
+    end = len(text) - block_chars + 1
+    for start in range(0, end, block_chars):
         parent = hash((parent, text[start : start + block_chars]))
         append(parent)
-    return hashes
+    rest = text[len(hashes) * block_chars :]
+    return tuple(hashes), parent, rest

@@ -111,16 +111,28 @@ class PrefixIndex:
         if parent is not None and parent in held and hashes:
             held[parent] |= _CHILD
         bit = self._medium_bit(medium)
-        last = len(hashes) - 1
-        for position, block in enumerate(hashes):
-            mark = bit if position == last else bit | _CHILD
-            bits = held.get(block)
+        mark = bit | _CHILD
+        added = 0
+        get, move = held.get, held.move_to_end
+        for block in hashes[:-1]:
+            bits = get(block)
             if bits is None:
                 held[block] = mark
-                self._size += 1
+                added += 1
             else:
-                held[block] = bits | mark
-                held.move_to_end(block)
+                if bits | mark != bits:
+                    held[block] = bits | mark
+                move(block)
+        if hashes:
+            block = hashes[-1]
+            bits = get(block)
+            if bits is None:
+                held[block] = bit
+                added += 1
+            else:
+                held[block] = bits | bit
+                move(block)
+        self._size += added
         if self._size > self.capacity:
             self._evict()
 

@@ -63,9 +63,12 @@ def canonical_text(prompt: Prompt) -> str:
         return prompt.text
     if isinstance(prompt, TokenPrompt):
         return "".join(f"{token}," for token in prompt.tokens)
-    return "".join(
-        f"{message['role']}{_FIELD}{message['content']}{_RECORD}" for message in prompt.messages
-    )
+    return "".join(canonical_records(prompt))
+
+
+def canonical_records(prompt: ChatPrompt) -> list[str]:
+    """:func:`canonical_text` of a chat prompt, one string per message."""
+    return [f"{message['role']}{_FIELD}{message['content']}{_RECORD}" for message in prompt.messages]
 
 
 def _chat(messages: Any) -> ChatPrompt | None:

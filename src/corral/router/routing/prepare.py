@@ -1,7 +1,8 @@
 """Per-request preparation for the prefix-aware policies: the prompt's block hashes.
 
 ``TextBlocks`` (approximate ``prefix`` policy): the canonical text of the whole prompt in
-character blocks -- no tokenizer, microseconds, works for any engine.
+character blocks -- no tokenizer, microseconds, works for any engine; a chat prompt's
+messages seen before cost a lookup each.
 
 ``TokenBlocks`` (exact ``kv`` policy): the tokens the worker will compute, in blocks of
 ``prefix.block_size``, hashed as the worker hashes them (model name as seed). Only what
@@ -23,13 +24,20 @@ import asyncio
 import functools
 import logging
 from array import array
+from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from corral.prefix.chain import Chain
-from corral.prefix.hashing import text_block_hashes
+from corral.prefix.hashing import text_continuation, text_root
 from corral.prefix.index import PrefixIndex
-from corral.prefix.prompt import TokenPrompt, canonical_text, read_prompt
+from corral.prefix.prompt import (
+    ChatPrompt,
+    TokenPrompt,
+    canonical_records,
+    canonical_text,
+    read_prompt,
+)
 from corral.router.routing.base import PromptBlocks, RequestContext
 
 if TYPE_CHECKING:  # llama.cpp is imported only where a model is routed by tokens
@@ -47,6 +55,8 @@ FIRST_BATCH_CHARS = 64
 MAX_BATCH_CHARS = 4096
 #: A batch this small is tokenized on the event loop (tens of microseconds).
 INLINE_CHARS = 256
+#: Characters of messages whose share of the text chain is remembered (``TextBlocks``).
+MEMO_CHARS = 8 * 1024 * 1024
 
 
 def _leading_text(pieces: list[str], start: int, size: int) -> bytes:
@@ -62,23 +72,54 @@ def _leading_text(pieces: list[str], start: int, size: int) -> bytes:
 
 
 class TextBlocks:
-    """Character blocks of the prompt's canonical text (approximate)."""
+    """Character blocks of the prompt's canonical text (approximate).
 
-    def __init__(self, *, block_chars: int) -> None:
+    A chat prompt is hashed message by message: what a message adds to the chain (given
+    where the chain stood) is remembered (LRU, bounded by characters), so a conversation
+    re-sent with one more turn hashes that turn only."""
+
+    def __init__(self, *, block_chars: int, memo_chars: int = MEMO_CHARS) -> None:
         self._block_chars = block_chars
+        self._memo_chars = memo_chars
+        self._chars = 0
+        self._memo: OrderedDict[tuple[int, str, str], tuple[tuple[int, ...], int, str]] = OrderedDict()
 
     async def prepare(self, ctx: RequestContext) -> None:
         prompt = read_prompt(ctx.path, ctx.body)
         if prompt is None:
             return
-        text = canonical_text(prompt)
-        hashes = text_block_hashes(text, block_chars=self._block_chars, seed=ctx.model)
+        records = canonical_records(prompt) if isinstance(prompt, ChatPrompt) else [canonical_text(prompt)]
+        parent, pending = text_root(ctx.model), ""
+        hashes: list[int] = []
+        chars = 0
+        for record in records:
+            step = self._step(parent, pending, record)
+            hashes += step[0]
+            parent, pending = step[1], step[2]
+            chars += len(record)
         ctx.routing.blocks = PromptBlocks(
             hashes,
             block_tokens=self._block_chars / CHARS_PER_TOKEN,
-            total_blocks=len(text) / self._block_chars,
-            prompt_tokens=round(len(text) / CHARS_PER_TOKEN),
+            total_blocks=chars / self._block_chars,
+            prompt_tokens=round(chars / CHARS_PER_TOKEN),
         )
+
+    def _step(self, parent: int, pending: str, record: str) -> tuple[tuple[int, ...], int, str]:
+        key = (parent, pending, record)
+        memo = self._memo
+        step = memo.get(key)
+        if step is not None:
+            memo.move_to_end(key)
+            return step
+        step = text_continuation(parent, pending, record, self._block_chars)
+        size = len(pending) + len(record)
+        if size <= self._memo_chars:
+            memo[key] = step
+            self._chars += size
+            while self._chars > self._memo_chars:
+                (_, old_pending, old_record), _ = memo.popitem(last=False)
+                self._chars -= len(old_pending) + len(old_record)
+        return step
 
 
 class TokenBlocks:
