@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -53,6 +54,29 @@ async def test_one_pooled_connection_is_reused_for_sequential_requests() -> None
                     assert reply.status == 200
                     await reply.read()
     assert len({record.client for record in engine.records}) == 1
+
+
+async def test_a_cookie_one_client_got_from_a_worker_is_never_sent_for_another() -> None:
+    """The router's one client session is shared by every client: it keeps no cookies."""
+    engine = FakeEngine("w1")
+
+    async def setting_cookies(scope: Any, receive: Any, send: Any) -> None:
+        async def send_with_cookie(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"set-cookie", b"session=alice; Path=/")]
+            await send(message)
+
+        await engine(scope, receive, send_with_cookie)
+
+    async with serving(setting_cookies) as urls:
+        # By name, not IP: a cookie jar keeps cookies of named hosts (a Kubernetes service, say).
+        named = [url.replace("127.0.0.1", "localhost") for url in urls]
+        async with serving_router(make_stack(named)) as (router, _):
+            for _client in range(2):  # two clients, each with its own session
+                async with aiohttp.ClientSession() as http, http.post(router + CHAT, json={"model": "chat"}) as reply:
+                    assert reply.status == 200
+                    assert reply.headers["set-cookie"] == "session=alice; Path=/"  # passed on to its client
+    assert [record.headers.get("cookie") for record in engine.records] == [None, None]
 
 
 async def test_5xx_before_first_byte_is_retried_on_another_replica() -> None:

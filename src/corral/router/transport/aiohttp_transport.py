@@ -1,6 +1,7 @@
 """The production transport: one pooled aiohttp client session per process.
 
-Bodies pass through untouched in both directions: no decompression, no re-encoding.
+Bodies pass through untouched in both directions: no decompression, no re-encoding; no
+cookies are kept.
 Create it inside the running event loop (the router does so in its lifespan).
 """
 
@@ -36,6 +37,9 @@ class AiohttpTransport:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=False)
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # One session serves every client: a cookie a worker set for one must never go
+            # out with another's request (the client gets Set-Cookie as it is).
+            cookie_jar=aiohttp.DummyCookieJar(),
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
