@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.prefix.support import record_tokenized
 
 from corral.config import ModelConfig
 from corral.prefix.hashing import block_hashes, token_bytes
@@ -133,14 +134,7 @@ async def test_completion_hashes_match_the_worker_with_bos(executor: Any) -> Non
 
 async def test_only_what_can_match_is_tokenized(executor: Any) -> None:
     tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
-    calls: list[str] = []
-    tokenize_pieces = tokenizer.tokenize_pieces
-
-    def counting(pieces: Any, *, add_special: bool) -> Any:
-        calls.extend(pieces)
-        return tokenize_pieces(pieces, add_special=add_special)
-
-    tokenizer.tokenize_pieces = counting  # type: ignore[method-assign]
+    calls = record_tokenized(tokenizer)
     index = PrefixIndex(max_blocks=100_000, max_bytes=1 << 26)
     blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
     history = conversation(random.Random(2), 6)
@@ -194,14 +188,7 @@ async def test_held_blocks_tokens_spare_tokenizing_text_that_cannot_follow(execu
     is, and matches."""
     tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
     assert tokenizer.decodes_exactly and tokenizer.template is not None
-    calls: list[str] = []
-    tokenize_pieces = tokenizer.tokenize_pieces
-
-    def counting(pieces: Any, *, add_special: bool) -> Any:
-        calls.extend(pieces)
-        return tokenize_pieces(pieces, add_special=add_special)
-
-    tokenizer.tokenize_pieces = counting  # type: ignore[method-assign]
+    calls = record_tokenized(tokenizer)
     index = PrefixIndex(max_blocks=100_000, max_bytes=1 << 26)
     blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
     history = conversation(random.Random(3), 6)

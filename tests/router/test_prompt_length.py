@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from tests.fakes.engine import FakeEngine
+from tests.prefix.support import record_tokenized
 from tests.router.support import InMemoryClient, started
 
 from corral.config import parse_stack
@@ -136,14 +137,7 @@ async def test_a_conversation_resent_with_a_new_turn_tokenizes_only_that_turn(sm
         first = await client.post(CHAT, {"model": "smol", "messages": turns[:5], "max_tokens": 8})
         tokenizer = app._prompts._tokenizers["smol"]
         seen = len(tokenizer.cache)
-        tokenized: list[str] = []
-        tokenize_pieces = tokenizer.tokenize_pieces
-
-        def counting(pieces: Any, *, add_special: bool) -> Any:
-            tokenized.extend(pieces)
-            return tokenize_pieces(pieces, add_special=add_special)
-
-        tokenizer.tokenize_pieces = counting  # type: ignore[method-assign]
+        tokenized = record_tokenized(tokenizer)
         second = await client.post(CHAT, {"model": "smol", "messages": turns, "max_tokens": 8})
     assert first.status == 200 and second.status == 200
     assert seen >= 5  # the first had to be tokenized (its bytes did not fit 128 tokens)
