@@ -173,8 +173,13 @@ async def test_a_chat_that_surely_fits_is_not_rendered() -> None:
     await check.start({})
     try:
         fits = await check.check(model, CHAT, chat(50), max_tokens=64)
-        near = await check.check(model, CHAT, chat(900), max_tokens=64)  # 3,600 bytes: render and count
+        near = await check.check(model, CHAT, chat(900), max_tokens=64)  # 3,600 bytes, rendered: fits
+        nearer = await check.check(model, CHAT, chat(1100), max_tokens=64)  # 4,400 bytes: count
+        await check.check(model, CHAT, chat(1100), max_tokens=64)  # its pieces' tokens known: counted
+        again = await check.check(model, CHAT, chat(1100), max_tokens=64)  # the whole message's known
     finally:
         await check.aclose()
     assert fits is None  # decided from bytes alone
-    assert near is not None and near.pieces
+    assert near is None  # decided from the rendered message's bytes
+    assert nearer is not None and nearer.pieces  # planned, tokenized, counted
+    assert again is None  # the rendered message's cached tokens fit: not planned again

@@ -156,10 +156,14 @@ class Segmenter:
             pieces += planned
         return Plan(self._prefix(add_special), pieces, False, multiple)
 
+    def starts_with_marker(self, text: str) -> bool:
+        """Whether llama.cpp cuts before ``text`` (where it follows other text)."""
+        return bool(self._pattern.match(text))
+
     def _plan_part(self, part: str) -> tuple[list[str], bool]:
         """The part's pieces (its long raw text cut unremembered: the plan is remembered),
         and whether it starts with a marker."""
-        return self._pieces(part, self._cut_at_spaces), bool(self._pattern.match(part))
+        return self._pieces(part, self._cut_at_spaces), self.starts_with_marker(part)
 
     def _prefix(self, add_special: bool) -> tuple[int, ...]:
         return (self._vocab.bos,) if add_special and self._vocab.add_bos else ()

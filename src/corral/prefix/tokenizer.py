@@ -99,6 +99,25 @@ class PromptTokenizer:
         text, add_special = rendered
         return self.segmenter.plan(text, add_special=add_special)
 
+    def most_tokens(self, prompt: ChatPrompt) -> int | None:
+        """At most how many tokens a chat prompt has, without planning it: its message parts
+        seen before count their cached tokens (exactly), the others their UTF-8 bytes. None
+        where the prompt would not be planned part by part."""
+        if self.renderer is None or self.template is None or not self.segmenter.segmented:
+            return None
+        parts = self.renderer.parts(prompt.messages)
+        bos = self.template.bos_token
+        if parts is None or len(parts[0]) < len(bos):
+            return None
+        count = 1 if self.vocab.add_bos and not parts[0].startswith(bos) else 0
+        cached = self.cache.get
+        for number, part in enumerate(parts):
+            if number and part and not self.segmenter.starts_with_marker(part):
+                return None  # llama.cpp may not cut there: only the whole text is exact
+            piece = cached(part) if part else None
+            count += len(piece.tokens) if piece is not None else len(part.encode())
+        return count
+
     def known(self, text: str) -> Piece | None:
         """The piece if it needs no tokenizing (a marker, or cached)."""
         marker = self._markers.get(text)

@@ -12,7 +12,9 @@ and only when that bound does not fit are the new pieces tokenized, on a thread 
 checker, off the event loop. A long conversation thus costs its new turn, not its whole
 history, per request (tokenizing is ~2 us per token: 8,000 characters would be ~3 ms).
 Before any of that, a chat prompt whose message bytes plus what the template can add
-(:func:`template_bytes`, measured at startup) fit is not even rendered (~40 us saved).
+(:func:`template_bytes`, measured at startup) fit is not even rendered (~40 us saved); nor
+is one whose rendered messages seen before (cached whole, with their tokens) and the
+bytes of the others fit (``PromptTokenizer.most_tokens``: a long conversation's new turn).
 
 Only llama.cpp models have a tokenizer at the router: those routed by ``kv`` share the
 routing service's; the others load their vocabulary at startup (a vocabulary-only read).
@@ -118,6 +120,8 @@ class PromptLengthCheck:
             count = len(prompt.tokens)
         elif self._surely_fits(tokenizer, prompt, budget):
             return None
+        elif isinstance(prompt, ChatPrompt) and (tokenizer.most_tokens(prompt) or budget + 1) <= budget:
+            return None  # its turns seen before count their tokens: it fits, unplanned
         else:
             plan = tokenizer.plan(prompt)
             if plan is None:
