@@ -58,6 +58,7 @@ class PromptLengthCheck:
         self._models = [m for m in models if m.engine == "llamacpp" and m.task in ("chat", "completion")]
         self._tokenizers: dict[str, PromptTokenizer] = {}
         self._owned: list[PromptTokenizer] = []
+        self._shared: set[str] = set()  # models whose plan the kv policy takes over
         self._executor: ThreadPoolExecutor | None = None
         #: id(tokenizer) -> what its chat template adds: (fixed bytes, bytes per message).
         self._template_bytes: dict[int, tuple[int, int]] = {}
@@ -72,6 +73,7 @@ class PromptLengthCheck:
         for model in self._models:
             if model.name in shared:
                 self._tokenizers[model.name] = shared[model.name]
+                self._shared.add(model.name)
                 continue
             try:
                 resolve_source(model.source)  # cheap: is there a file to read?
@@ -120,7 +122,11 @@ class PromptLengthCheck:
             count = len(prompt.tokens)
         elif self._surely_fits(tokenizer, prompt, budget):
             return None
-        elif isinstance(prompt, ChatPrompt) and (tokenizer.most_tokens(prompt) or budget + 1) <= budget:
+        elif (
+            model.name not in self._shared  # the kv policy plans it anyway: the plan counts
+            and isinstance(prompt, ChatPrompt)
+            and (tokenizer.most_tokens(prompt) or budget + 1) <= budget
+        ):
             return None  # its turns seen before count their tokens: it fits, unplanned
         else:
             plan = tokenizer.plan(prompt)
@@ -199,6 +205,7 @@ class PromptLengthCheck:
             tokenizer.close()
         self._owned.clear()
         self._tokenizers.clear()
+        self._shared.clear()
 
 
 _ROLES = ("system", "user", "assistant")
