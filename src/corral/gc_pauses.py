@@ -15,9 +15,12 @@ things once the server has started:
   leave no cycle behind (the proxy's disconnect watch used to: ~1,500 objects a second
   under load, 88,628 found by the first timed collection; now a few dozen).
 
-What is left is the timed collection's own pause, which grows with the live objects of the
-caches: ~100 ms a minute once the prompt caches are full (kv benchmark, this machine).
-Fewer tracked objects per cache entry would shorten it.
+What is left is the timed collection's own pause, which grows with the tracked objects of
+the caches. The prompt caches therefore keep what the collector need not track (bytes,
+tuples of atoms; tuples and dicts of atoms are untracked by the collector itself), one
+tracked object per cached piece: ~14 ms a minute once they are full (kv benchmark on
+8,000-character conversations, this machine; 34,000 tracked objects, 33 ms with 86,000
+before).
 """
 
 from __future__ import annotations

@@ -14,19 +14,14 @@ that both give the same hashes.
 from __future__ import annotations
 
 from array import array
-from typing import NamedTuple
 
 from corral.prefix.hashing import chain_blocks, root_hash, token_bytes
 
-
-class Continuation(NamedTuple):
-    """What one piece adds to a chain in a given state: the blocks it completes, and the
-    state after it (the last block's hash, the tokens left over, as int32 bytes)."""
-
-    hashes: tuple[int, ...]
-    parent: int
-    pending: bytes
-    tokens: int
+#: What one piece adds to a chain in a given state: the hashes of the blocks it completes,
+#: the state after it (the last block's hash, the tokens left over as int32 bytes), and
+#: its number of tokens. A plain tuple of atoms, not a NamedTuple: the garbage collector
+#: stops tracking such a tuple (and a dict of them), and the router caches many.
+Continuation = tuple[tuple[int, ...], int, bytes, int]
 
 
 class Chain:
@@ -48,25 +43,27 @@ class Chain:
         """Where the chain stands: what a piece's continuation depends on."""
         return self.parent, self._pending
 
-    def continuation(self, tokens: array[int]) -> Continuation:
-        """What ``tokens`` would add to the chain as it stands (does not change it)."""
-        data = self._pending + token_bytes(tokens)
+    def continuation(self, tokens: array[int] | bytes) -> Continuation:
+        """What ``tokens`` (ids, or ids packed as hashed: ``token_bytes``) would add to the
+        chain as it stands (does not change it)."""
+        packed = tokens if isinstance(tokens, bytes) else token_bytes(tokens)
+        data = self._pending + packed
         full = len(data) // (self.block_size * 4) * (self.block_size * 4)
         hashes = chain_blocks(self.parent, data[:full], self.block_size)
         parent = hashes[-1] if hashes else self.parent
-        return Continuation(tuple(hashes), parent, data[full:], len(tokens))
+        return (tuple(hashes), parent, data[full:], len(packed) // 4)
 
     def apply(self, step: Continuation) -> None:
-        self.hashes.extend(step.hashes)
-        self.parent = step.parent
-        self._pending = step.pending
-        self.tokens += step.tokens
+        hashes, self.parent, self._pending, tokens = step
+        self.hashes.extend(hashes)
+        self.tokens += tokens
 
-    def extend(self, tokens: array[int]) -> None:
-        pending = self._pending + token_bytes(tokens)
+    def extend(self, tokens: array[int] | bytes) -> None:
+        packed = tokens if isinstance(tokens, bytes) else token_bytes(tokens)
+        pending = self._pending + packed
         if len(pending) < self.block_size * 4:  # no block completed: nothing to hash
             self._pending = pending
-            self.tokens += len(tokens)
+            self.tokens += len(packed) // 4
             return
-        self.apply(self.continuation(tokens))
+        self.apply(self.continuation(packed))
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from corral.prefix.chain import Continuation
+from corral.prefix.hashing import token_bytes
 from corral.prefix.vocab import GgufVocab, SpecialToken
 
 logger = logging.getLogger(__name__)
@@ -113,8 +114,9 @@ class Segmenter:
     ) -> None:
         self._vocab = vocab
         self.chunk_chars = chunk_chars
-        self._cut: _TextMemo[list[str]] = _TextMemo(_REMEMBERED_CUT_CHARS)  # recent long texts, cut
-        self._planned: _TextMemo[tuple[list[str], bool]] = _TextMemo(_REMEMBERED_CUT_CHARS)  # recent parts
+        self._cut: _TextMemo[tuple[str, ...]] = _TextMemo(_REMEMBERED_CUT_CHARS)  # recent long texts, cut
+        # recent parts' plans: tuples of strings, which the garbage collector stops tracking
+        self._planned: _TextMemo[tuple[tuple[str, ...], bool]] = _TextMemo(_REMEMBERED_CUT_CHARS)
         self.markers = choose_markers(vocab.special_tokens()) if _splittable(vocab) else {}
         self.segmented = bool(self.markers)
         self.chunked = self.segmented and _cuttable(vocab)
@@ -160,15 +162,15 @@ class Segmenter:
         """Whether llama.cpp cuts before ``text`` (where it follows other text)."""
         return bool(self._pattern.match(text))
 
-    def _plan_part(self, part: str) -> tuple[list[str], bool]:
+    def _plan_part(self, part: str) -> tuple[tuple[str, ...], bool]:
         """The part's pieces (its long raw text cut unremembered: the plan is remembered),
         and whether it starts with a marker."""
-        return self._pieces(part, self._cut_at_spaces), self.starts_with_marker(part)
+        return tuple(self._pieces(part, self._cut_at_spaces)), self.starts_with_marker(part)
 
     def _prefix(self, add_special: bool) -> tuple[int, ...]:
         return (self._vocab.bos,) if add_special and self._vocab.add_bos else ()
 
-    def _pieces(self, text: str, chunks: Callable[[str], list[str]]) -> list[str]:
+    def _pieces(self, text: str, chunks: Callable[[str], Sequence[str]]) -> list[str]:
         pieces: list[str] = []
         current = ""
         limit = 2 * self.chunk_chars if self.chunked else len(text) + 1
@@ -190,11 +192,11 @@ class Segmenter:
             pieces.append(current)
         return pieces
 
-    def _chunks(self, raw: str) -> list[str]:
+    def _chunks(self, raw: str) -> tuple[str, ...]:
         """Raw text cut at safe spaces into chunks that start at ``chunk_chars`` and grow fourfold
         (a new long message stops being tokenized early; a cached one is few pieces).
         The same messages come back with every turn of a conversation: remembered."""
-        return self._cut.get_or_make(raw, self._cut_at_spaces)
+        return self._cut.get_or_make(raw, lambda text: tuple(self._cut_at_spaces(text)))
 
     def _cut_at_spaces(self, raw: str) -> list[str]:
         chunks: list[str] = []
@@ -276,15 +278,22 @@ class _TextMemo(Generic[T]):
 
 
 class Piece:
-    """A piece's tokens, and what it added to the hash chains it was seen in."""
+    """A piece's tokens (packed as hashed, :func:`corral.prefix.hashing.token_bytes`: bytes
+    are not tracked by the garbage collector, arrays are), and what it added to the hash
+    chains it was seen in."""
 
     __slots__ = ("bytes", "continuations", "text", "tokens")
 
-    def __init__(self, text: str, tokens: array[int]) -> None:
+    def __init__(self, text: str, tokens: array[int] | bytes) -> None:
         self.text = text
-        self.tokens = tokens
+        self.tokens = tokens if isinstance(tokens, bytes) else token_bytes(tokens)
         self.continuations: dict[tuple[int, bytes], Continuation] = {}
-        self.bytes = len(text) * 4 + tokens.itemsize * len(tokens) + _PIECE_OVERHEAD_BYTES
+        self.bytes = len(text) * 4 + len(self.tokens) + _PIECE_OVERHEAD_BYTES
+
+    @property
+    def count(self) -> int:
+        """How many tokens."""
+        return len(self.tokens) // 4
 
 
 class PieceCache:
@@ -310,7 +319,7 @@ class PieceCache:
         self._pieces.move_to_end(text)
         return cached
 
-    def put(self, text: str, tokens: array[int]) -> Piece:
+    def put(self, text: str, tokens: array[int] | bytes) -> Piece:
         """The piece, cached (unless it is larger than the whole cache)."""
         cached = self._pieces.get(text)
         if cached is not None:
@@ -342,4 +351,5 @@ class PieceCache:
 
 
 def _continuation_cost(step: Continuation) -> int:
-    return _CONTINUATION_OVERHEAD_BYTES + 36 * len(step.hashes) + len(step.pending)
+    hashes, _, pending, _ = step
+    return _CONTINUATION_OVERHEAD_BYTES + 36 * len(hashes) + len(pending)

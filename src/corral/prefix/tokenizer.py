@@ -115,7 +115,7 @@ class PromptTokenizer:
             if number and part and not self.segmenter.starts_with_marker(part):
                 return None  # llama.cpp may not cut there: only the whole text is exact
             piece = cached(part) if part else None
-            count += len(piece.tokens) if piece is not None else len(part.encode())
+            count += piece.count if piece is not None else len(part.encode())
         return count
 
     def known(self, text: str) -> Piece | None:
@@ -183,7 +183,7 @@ class WholeParts:
         self._cache = cache
         self._starts = plan.parts
         # the part being walked piece by piece: its text, next position, end, tokens so far
-        self._open: tuple[str, list[int], int, array[int]] | None = None
+        self._open: tuple[str, list[int], int, list[bytes]] | None = None
 
     def at(self, position: int) -> tuple[Piece, int] | None:
         """The cached part starting at ``position`` and how many pieces it stands for."""
@@ -193,7 +193,7 @@ class WholeParts:
         count, text = part
         whole = self._cache.get(text)
         if whole is None:
-            self._open = (text, [position], position + count, array("i"))
+            self._open = (text, [position], position + count, [])
             return None
         return whole, count
 
@@ -205,8 +205,8 @@ class WholeParts:
         if position != expected[0]:
             self._open = None  # a piece was skipped: the part's tokens are not all here
             return
-        tokens.extend(piece.tokens)
+        tokens.append(piece.tokens)
         expected[0] += 1
         if expected[0] == end:
             self._open = None
-            self._cache.put(text, tokens)
+            self._cache.put(text, b"".join(tokens))

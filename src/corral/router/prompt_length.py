@@ -176,14 +176,14 @@ class PromptLengthCheck:
         while position < len(pieces):
             whole = parts.at(position)
             if whole is not None:
-                count += len(whole[0].tokens)
+                count += whole[0].count
                 position += whole[1]
                 continue
             known = tokenizer.known(pieces[position])
             if known is None:
                 new.append(pieces[position])
             else:
-                count += len(known.tokens)
+                count += known.count
                 parts.added(position, known)
             position += 1
         if not new or count + sum(len(piece.encode()) for piece in new) + ADDED_TOKENS <= budget:

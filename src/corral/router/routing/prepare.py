@@ -237,7 +237,7 @@ class TokenBlocks:
 
     def _add(self, chain: Chain, piece: Piece) -> None:
         """Extend the chain by a piece, reusing what the piece added to this chain before."""
-        if len(piece.tokens) < self._block_size:
+        if piece.count < self._block_size:
             chain.extend(piece.tokens)  # at most one block: not worth caching
             return
         state = chain.state
