@@ -48,7 +48,7 @@ POLICIES = ("round_robin", "prefix", "kv", "least_loaded", "session")
 STACK = """\
 router:
   routing:
-    policy: {policy}
+    policy: {policy}{weights}
 models:
   - name: {model}
     task: chat
@@ -88,7 +88,8 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 90) -> int:
 
 def run_policy(policy: str, args: argparse.Namespace, work: Path) -> dict:
     stack_file = work / f"stack-{policy}.yaml"
-    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas)
+    weights = f"\n    weights: {{{args.weights}}}" if args.weights else ""
+    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas, weights=weights)
     if args.store_bytes is not None:
         stack_text = f"cache: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
     stack_file.write_text(stack_text)
@@ -208,6 +209,7 @@ def main() -> None:
                         help="cache.ram_bytes (0: routing alone decides reuse)")
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--tag", default="", help="suffix for result names, e.g. -nostore")
+    parser.add_argument("--weights", default="", help="router.routing.weights, e.g. 'prefix: 4, load: 1'")
     args = parser.parse_args()
     policies = [p for p in args.policies.split(",") if p]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -223,7 +225,8 @@ def main() -> None:
                              "output_len": args.output_len, "seed": args.seed,
                              "max_concurrency": args.max_concurrency},
                 "stack": {"model": MODEL, "engine": "llamacpp", "replicas": args.replicas, "threads": 1,
-                          "context_length": 4096, "prefix_store_ram_bytes": args.store_bytes},
+                          "context_length": 4096, "prefix_store_ram_bytes": args.store_bytes,
+                          "routing_weights": args.weights or "defaults"},
                 "agreement_note": "from the router's corral_router_cache_predictions_total "
                 "(agree / (agree + over + under)), read before the stack stops",
                 "policies": rows,
