@@ -40,7 +40,7 @@ CHAT = "/v1/chat/completions"
 
 async def measure(policy_name: str, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     workload = Workload(kind, prompt_chars=args.prompt_chars, sessions=args.sessions, seed=0)
-    index = PrefixIndex(max_blocks=10**7, max_bytes=1 << 30)
+    index = PrefixIndex(max_blocks=10**7, max_bytes=1 << 30, children_tokens=policy_name == "kv")
     urls = ["http://w0", "http://w1"]
     tokenizer = executor = None
     if policy_name == "kv":

@@ -50,7 +50,7 @@ def test_the_records_stay_within_their_bytes_least_recently_used_out() -> None:
 
 
 def test_the_index_records_each_stored_block_under_its_parent() -> None:
-    index = PrefixIndex(max_blocks=1000, max_bytes=1 << 20)
+    index = PrefixIndex(max_blocks=1000, max_bytes=1 << 20, children_tokens=True)
     tokens = bytes(range(48))  # three blocks of four int32 tokens
     index.store("http://a", [11, 12, 13], "ram", None, tokens)
     assert index.followers.children(11) == [tokens[16:32]]
@@ -64,3 +64,15 @@ def test_the_index_records_each_stored_block_under_its_parent() -> None:
     assert index.followers.children(99) == [b"\x01" * 16]
     index.store("http://a", [17, 18, 19], "ram", 99, b"\x01" * 16)  # tokens that do not fit
     assert index.followers.children(99) is None
+
+
+def test_a_block_the_index_lets_go_has_unknown_children_when_stored_again() -> None:
+    """Parents are older than their children, so the index evicts a parent first; its
+    children may still be held. Stored again later, it must not be known by one child."""
+    index = PrefixIndex(max_blocks=3, max_bytes=1 << 20, children_tokens=True)
+    index.store("http://a", [1, 2], "ram", None, b"\x01" * 32)  # 2 is a child of 1
+    index.store("http://a", [3, 4], "ram", None, b"\x02" * 32)  # over capacity: 1 goes
+    assert index.blocks("http://a") == 3
+    assert index.followers.children(1) is None
+    index.store("http://a", [1, 5], "ram", None, b"\x03" * 32)  # 1 again, with another child
+    assert index.followers.children(1) is None  # 2 may still be held: unknown

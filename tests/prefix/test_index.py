@@ -9,8 +9,8 @@ import pytest
 from corral.prefix.index import ENTRY_BYTES, SHARED_MEDIA, PrefixIndex
 
 
-def index(max_blocks: int = 1000, max_bytes: int = 1 << 30) -> PrefixIndex:
-    return PrefixIndex(max_blocks=max_blocks, max_bytes=max_bytes)
+def index(max_blocks: int = 1000, max_bytes: int = 1 << 30, children_tokens: bool = False) -> PrefixIndex:
+    return PrefixIndex(max_blocks=max_blocks, max_bytes=max_bytes, children_tokens=children_tokens)
 
 
 def test_matched_counts_leading_blocks_per_endpoint() -> None:
@@ -80,7 +80,8 @@ def test_eviction_takes_from_the_endpoint_holding_most() -> None:
 
 
 def test_bytes_bound_sets_the_capacity() -> None:
-    idx = index(max_blocks=10**9, max_bytes=100 * ENTRY_BYTES)
+    assert index(max_blocks=10**9, max_bytes=100 * ENTRY_BYTES).capacity == 100
+    idx = index(max_blocks=10**9, max_bytes=100 * ENTRY_BYTES, children_tokens=True)
     assert idx.capacity == 75  # a quarter of the bytes is for the children's tokens
     for start in range(0, 10_000, 50):
         idx.store(f"e{start % 7}", range(start, start + 50), tokens=bytes(50 * 64))
@@ -97,7 +98,7 @@ def test_memory_stays_under_the_byte_bound(with_tokens: bool) -> None:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        idx = index(max_blocks=10**9, max_bytes=max_bytes)
+        idx = index(max_blocks=10**9, max_bytes=max_bytes, children_tokens=with_tokens)
         peak = 0
         for request in range(2_000):
             base = request * 1_000_003

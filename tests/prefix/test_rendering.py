@@ -148,6 +148,10 @@ def test_a_conversation_resent_with_a_new_turn_renders_only_that_turn() -> None:
         ("{{ messages | map(attribute='content') | join('') }}", False),
         ("{% set ms = messages %}{% for m in ms %}{{ m.content | upper }}{% endfor %}", False),
         (REASONING, False),
+        # captured by a block, then changed: never written as it is
+        ("{% for m in messages %}{% set c %}{{ m['content'] }}{% endset %}{{ c | upper }}{% endfor %}", False),
+        ("{% for m in messages %}{% filter replace('\t', ' ') %}{{ m['content'] }}{% endfilter %}{% endfor %}", False),
+        ("{% macro w() %}{{ caller() | trim }}{% endmacro %}{% for m in messages %}{% call w() %}{{ m.content }}{% endcall %}{% endfor %}", False),
     ],
 )
 def test_content_is_taken_as_written_only_where_the_template_cannot_touch_it(

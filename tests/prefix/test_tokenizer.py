@@ -189,7 +189,7 @@ async def test_held_blocks_tokens_spare_tokenizing_text_that_cannot_follow(execu
     tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
     assert tokenizer.decodes_exactly and tokenizer.template is not None
     calls = record_tokenized(tokenizer)
-    index = PrefixIndex(max_blocks=100_000, max_bytes=1 << 26)
+    index = PrefixIndex(max_blocks=100_000, max_bytes=1 << 26, children_tokens=True)
     blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
     history = conversation(random.Random(3), 6)
     earlier = {"role": "user", "content": "An earlier question about the mat?"}
@@ -241,7 +241,7 @@ async def test_stopping_early_never_loses_a_match(executor: Any, with_tokens: bo
     are known, and text rules out continuations)."""
     tokenizer = await asyncio.to_thread(PromptTokenizer.load, SMOL, cache_bytes=1 << 24)
     rng = random.Random(5)
-    index = PrefixIndex(max_blocks=1_000_000, max_bytes=1 << 28)
+    index = PrefixIndex(max_blocks=1_000_000, max_bytes=1 << 28, children_tokens=with_tokens)
     blocks = TokenBlocks(tokenizer, index, block_size=BLOCK, executor=executor)
     endpoints = [f"http://w{number}" for number in range(3)]
     conversations = [conversation(rng, rng.randint(1, 8)) for _ in range(12)]
@@ -335,3 +335,18 @@ async def test_a_long_message_seen_before_is_taken_whole(executor: Any) -> None:
         assert lookups[2] < len(plan.pieces) / 2  # one per long message, not one per piece
     finally:
         tokenizer.close()
+
+
+def test_only_a_vocabulary_whose_tokens_spell_their_text_rules_out_by_text() -> None:
+    """SentencePiece in llama.cpp reads "\u2581" in a text as a space: a prompt can make the
+    tokens of a held block without its text starting as they decode. Only byte-level BPE
+    (SmolLM2) lets text rule a held block out."""
+    smol = PromptTokenizer.load(SMOL, cache_bytes=1 << 20)
+    gemma = PromptTokenizer.load(GEMMA, cache_bytes=1 << 20)
+    try:
+        assert smol.decodes_exactly and not gemma.decodes_exactly
+        spaced, marked = (gemma.vocab.tokenize(text, add_special=False) for text in ("a b", "a\u2581b"))
+        assert spaced == marked  # the reason
+    finally:
+        smol.close()
+        gemma.close()

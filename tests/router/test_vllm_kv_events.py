@@ -44,7 +44,7 @@ def held(index: PrefixIndex, tokens: list[int], url: str = URL) -> int:
 
 
 def new_index() -> PrefixIndex:
-    return PrefixIndex(max_blocks=10_000, max_bytes=1 << 24)
+    return PrefixIndex(max_blocks=10_000, max_bytes=1 << 24, children_tokens=True)
 
 
 # -- decoding and translation, no sockets ----------------------------------------------

@@ -139,12 +139,11 @@ def event_from_dict(data: Any) -> KVEvent:
     kind = data.get("type")
     if kind == "BlockStored":
         parent = data.get("parent_block_hash")
+        hashes, block_size, tokens = _hashes(data), _int(data, "block_size"), _tokens(data)
+        if tokens is not None and len(tokens) != len(hashes) * block_size:
+            tokens = None  # not one block's worth each: the blocks count, their tokens do not
         return BlockStored(
-            _hashes(data),
-            None if parent is None else _hash(parent),
-            _int(data, "block_size"),
-            _medium(data),
-            _tokens(data),
+            hashes, None if parent is None else _hash(parent), block_size, _medium(data), tokens
         )
     if kind == "BlockRemoved":
         return BlockRemoved(_hashes(data), _medium(data))

@@ -15,8 +15,9 @@ children's tokens (:class:`corral.prefix.followers.Followers`), so that the rout
 tell from a prompt's text alone that it cannot continue past a block.
 
 The whole index is bounded twice, by entries and by bytes, and never grows past the
-smaller bound (production-stack #687: an unbounded prefix trie OOM-kills the router); a
-quarter of the bytes is set aside for the children's tokens.
+smaller bound (production-stack #687: an unbounded prefix trie OOM-kills the router); with
+``children_tokens`` (the ``kv`` policy) a quarter of the bytes is set aside for the
+children's tokens.
 When an insert goes over, the least recently used block of the endpoint holding the most
 blocks is evicted, so one busy endpoint cannot push every other one out. Bytes are
 accounted at :data:`ENTRY_BYTES` per block, the worst case measured with tracemalloc for
@@ -64,8 +65,9 @@ class PrefixIndex:
         max_bytes: int,
         medium_weights: Mapping[str, float] | None = None,
         shared_media: Iterable[str] = (),
+        children_tokens: bool = False,
     ) -> None:
-        followers_bytes = max_bytes // FOLLOWERS_SHARE
+        followers_bytes = max_bytes // FOLLOWERS_SHARE if children_tokens else 0
         if max_blocks < 1 or max_bytes - followers_bytes < ENTRY_BYTES:
             raise ValueError("the prefix index needs room for at least one block")
         self.capacity = min(max_blocks, (max_bytes - followers_bytes) // ENTRY_BYTES)
@@ -301,7 +303,9 @@ class PrefixIndex:
             endpoint, held = max(self._by_endpoint.items(), key=lambda item: len(item[1]))
             surplus = min(len(held), self._size - self.capacity)
             for _ in range(surplus):
-                held.popitem(last=False)
+                block, _bits = held.popitem(last=False)
+                if self.followers.max_bytes > 0:
+                    self.followers.forget(block)
             self._size -= surplus
             self.evictions += surplus
             if not held:

@@ -239,6 +239,10 @@ def writes_content_verbatim(tree: nodes.Template) -> bool:
     return visit(tree)
 
 
+#: Statements whose body is written out as it is.
+_PLAIN_BLOCKS = (nodes.Template, nodes.For, nodes.If)
+
+
 def _is_message_list(expr: nodes.Node, lists: set[str]) -> bool:
     if isinstance(expr, nodes.Name):
         return expr.name in lists
@@ -279,9 +283,12 @@ def _message_use(expr: nodes.Node, ancestors: list[nodes.Node], level: int) -> b
         return True
     if key != "content":
         return False
-    for outer in reversed(ancestors[:level]):
+    for depth in range(level - 1, -1, -1):
+        outer = ancestors[depth]
         if isinstance(outer, nodes.Output):
-            return True
+            # written straight into the template's text: not captured by a block
+            # ({% set %}...{% endset %}, {% filter %}, {% call %}, a macro) that could change it
+            return all(isinstance(node, _PLAIN_BLOCKS) for node in ancestors[:depth])
         if not isinstance(outer, nodes.Add | nodes.Concat):
             return False
     return False

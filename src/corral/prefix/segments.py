@@ -44,7 +44,7 @@ from corral.prefix.vocab import GgufVocab, SpecialToken
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_LSTRIP_RSTRIP = (1 << 7) | (1 << 8)  # LLAMA_TOKEN_ATTR_LSTRIP | LLAMA_TOKEN_ATTR_RSTRIP
+LSTRIP_RSTRIP = (1 << 7) | (1 << 8)  # LLAMA_TOKEN_ATTR_LSTRIP | LLAMA_TOKEN_ATTR_RSTRIP
 _CONTROL = 1 << 3
 _UNUSED = 1 << 1
 #: Bytes a cached piece costs beyond its text and tokens (dict slot, objects' headers).
@@ -79,7 +79,7 @@ def choose_markers(specials: Sequence[SpecialToken]) -> dict[str, int]:
     markers: dict[str, int] = {}
     for special in specials:
         text = special.text
-        if not text or special.attr & _LSTRIP_RSTRIP or not special.attr & _CONTROL:
+        if not text or special.attr & LSTRIP_RSTRIP or not special.attr & _CONTROL:
             continue
         if special.attr & _UNUSED:
             continue  # thousands of <unusedN> placeholders: never in a prompt, slow to match

@@ -21,7 +21,7 @@ from corral.errors import InvalidRequestError
 from corral.prefix.hashing import token_bytes
 from corral.prefix.prompt import ChatPrompt, Prompt, TextPrompt, TokenPrompt
 from corral.prefix.rendering import MessageRenderer
-from corral.prefix.segments import Piece, PieceCache, Plan, Segmenter
+from corral.prefix.segments import LSTRIP_RSTRIP, Piece, PieceCache, Plan, Segmenter
 from corral.prefix.vocab import GgufVocab
 from corral.sources import resolve_source
 from corral.worker.chat_template import ChatTemplate
@@ -56,9 +56,16 @@ class PromptTokenizer:
             text: Piece(text, array("i", [token])) for text, token in self.segmenter.markers.items()
         }
         self._pieces: dict[int, bytes] = {}  # token id -> its bytes, filled as decoded
-        #: Whether a piece's tokens decode back to exactly its text (byte-level BPE: yes),
-        #: so that text alone can rule out a held block (:meth:`decode`).
-        self.decodes_exactly = self.segmenter.segmented and self._decodes_exactly(samples)
+        #: Whether every text's tokens decode back to exactly that text, so that text alone
+        #: can rule out a held block (:meth:`decode`). Only byte-level BPE guarantees it, and
+        #: only without special tokens that strip the spaces around them; SentencePiece
+        #: does not (llama.cpp reads a "▁" in the text as a space). Checked on samples too.
+        self.decodes_exactly = (
+            self.segmenter.segmented
+            and vocab.is_bpe
+            and not any(special.attr & LSTRIP_RSTRIP for special in vocab.special_tokens())
+            and self._decodes_exactly(samples)
+        )
 
     @classmethod
     def load(cls, source: str, *, cache_bytes: int) -> PromptTokenizer:
@@ -105,6 +112,8 @@ class PromptTokenizer:
         where the prompt would not be planned part by part."""
         if self.renderer is None or self.template is None or not self.segmenter.segmented:
             return None
+        if self.vocab.is_spm and self.vocab.add_space_prefix:
+            return None  # a space token may precede each fragment: more tokens than bytes
         parts = self.renderer.parts(prompt.messages)
         bos = self.template.bos_token
         if parts is None or len(parts[0]) < len(bos):

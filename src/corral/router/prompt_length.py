@@ -125,7 +125,7 @@ class PromptLengthCheck:
         elif (
             model.name not in self._shared  # the kv policy plans it anyway: the plan counts
             and isinstance(prompt, ChatPrompt)
-            and (tokenizer.most_tokens(prompt) or budget + 1) <= budget
+            and (tokenizer.most_tokens(prompt) or budget + 1) + ADDED_TOKENS <= budget
         ):
             return None  # its turns seen before count their tokens: it fits, unplanned
         else:

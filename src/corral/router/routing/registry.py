@@ -49,6 +49,7 @@ def _default_index() -> PrefixIndex:
         max_bytes=config.index_max_bytes,
         medium_weights=config.weights.medium_weights(),
         shared_media=SHARED_MEDIA,
+        children_tokens=True,
     )
 
 

@@ -57,6 +57,7 @@ class RoutingService:
             max_bytes=self._config.index_max_bytes,
             medium_weights=self._config.weights.medium_weights(),
             shared_media=SHARED_MEDIA,
+            children_tokens=bool(self.kv_models()),
         )
         self.sessions = SessionTable(self._config.max_sessions)
         self.selfcheck = SelfCheck(tolerance_tokens=stack.prefix.block_size)
