@@ -56,7 +56,7 @@ MAX_BATCH_CHARS = 4096
 #: A batch this small is tokenized on the event loop (tens of microseconds).
 INLINE_CHARS = 256
 #: Characters of messages whose share of the text chain is remembered (``TextBlocks``).
-MEMO_CHARS = 8 * 1024 * 1024
+MEMO_CHARS = 4 * 1024 * 1024
 
 
 def _leading_text(pieces: list[str], start: int, size: int) -> bytes:
