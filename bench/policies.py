@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -153,7 +154,8 @@ def _predictions(base: str) -> dict[str, float]:
 
 def summarize(policy: str, run: dict) -> dict:
     r = run["result"]
-    prompts = [d.get("usage_prompt_tokens") for d in r.get("details", r.get("requests", []))]
+    records = r.get("details", r.get("requests", []))
+    prompts = [d.get("usage_prompt_tokens") for d in records]
     prompts = [p for p in prompts if isinstance(p, int)]
     return {
         "policy": policy,
@@ -170,7 +172,17 @@ def summarize(policy: str, run: dict) -> dict:
         "predictions": run["predictions"],
         "agreement": _agreement(run["predictions"]),
         "kv_drift_warning_logged": run["drift_warning"] if policy in ("prefix", "kv") else None,
+        "p50_ttft_ms_by_round": _by_round(records),
     }
+
+
+def _by_round(records: list[dict]) -> list[float]:
+    """TTFT p50 per round: round 0 is cold for every policy; what routing buys shows after."""
+    rounds: dict[int, list[float]] = {}
+    for record in records:
+        if record.get("success") and isinstance(record.get("ttft_s"), float):
+            rounds.setdefault(record.get("round", 0), []).append(record["ttft_s"] * 1000)
+    return [round(statistics.median(rounds[number]), 1) for number in sorted(rounds)]
 
 
 def _agreement(counts: dict[str, float]) -> float | None:
@@ -181,14 +193,15 @@ def _agreement(counts: dict[str, float]) -> float | None:
 def table(rows: list[dict]) -> str:
     base = next((row["p50_ttft_ms"] for row in rows if row["policy"] == "round_robin"), None)
     head = ("policy", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "out tok/s", "req/s",
-            "RR/TTFT p50", "predicted = actual cached")  # fmt: skip
+            "RR/TTFT p50", "predicted = actual cached", "TTFT p50 ms by round")  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         ratio = f"{base / row['p50_ttft_ms']:.2f}x" if base and row["p50_ttft_ms"] else "-"
         agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
         cells = (row["policy"], f"{row['p50_ttft_ms']:.0f}", f"{row['p99_ttft_ms']:.0f}",
                  f"{row['p50_tpot_ms']:.1f}", f"{row['output_throughput']:.2f}",
-                 f"{row['request_throughput']:.3f}", ratio, agreement)  # fmt: skip
+                 f"{row['request_throughput']:.3f}", ratio, agreement,
+                 " / ".join(f"{value:.0f}" for value in row.get("p50_ttft_ms_by_round", [])))  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
