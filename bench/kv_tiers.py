@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from prefix_store import long_text
-from worker_process import RUN_WORKER, open_completion_stream
+from worker_process import RUN_WORKER, stream_completion
 
 SCENARIOS = ("cold", "ram", "disk", "redis")
 
@@ -127,20 +127,10 @@ def tiers(worker: Worker) -> dict[str, Any]:
 
 
 def stream(worker: Worker, scenario: str, prompt: str, max_tokens: int) -> Request:
-    start, response = open_completion_stream(worker.port, prompt, max_tokens)
-    ttft, text, usage = 0.0, [], {}
-    for line in response:
-        if not line.startswith(b"data: {"):
-            continue
-        chunk = json.loads(line[6:])
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        elif chunk["choices"] and chunk["choices"][0]["text"]:
-            ttft = ttft or time.perf_counter() - start
-            text.append(chunk["choices"][0]["text"])
-    response.close()
-    return Request(scenario, ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"],
-                   "".join(text))
+    streamed = stream_completion(worker.port, prompt, max_tokens)
+    usage = streamed.usage
+    return Request(scenario, streamed.first_s, usage["prompt_tokens"],
+                   usage["prompt_tokens_details"]["cached_tokens"], streamed.text)
 
 
 def wait_for(condition: Any, what: str, timeout_s: float = 120) -> None:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker_process import open_completion_stream, start_worker
+from worker_process import start_worker, stream_completion
 
 from corral.sources import resolve_source
 from corral.worker.llama_model import load_llama
@@ -66,19 +66,9 @@ def long_text(seed: str, words: int) -> str:
 
 def stream(port: int, prompt: str, max_tokens: int) -> tuple[float, int, int]:
     """One streamed completion: (TTFT, prompt tokens, cached tokens)."""
-    start, response = open_completion_stream(port, prompt, max_tokens)
-    ttft = 0.0
-    usage: dict[str, Any] = {}
-    for line in response:
-        if not line.startswith(b"data: {"):
-            continue
-        chunk = json.loads(line[6:])
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        elif chunk["choices"] and chunk["choices"][0]["text"] and not ttft:
-            ttft = time.perf_counter() - start
-    response.close()
-    return ttft, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+    streamed = stream_completion(port, prompt, max_tokens)
+    usage = streamed.usage
+    return streamed.first_s, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
 
 
 def run_users(port: int, run: str, words: int, max_tokens: int) -> list[Request]:

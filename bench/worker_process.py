@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 RUN_WORKER = (
     "import sys; from corral.config import load_stack; from corral.worker.server import serve; "
@@ -63,3 +64,33 @@ def open_completion_stream(port: int, prompt: str, max_tokens: int) -> tuple[flo
     start = time.perf_counter()
     connection.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
     return start, connection.getresponse()
+
+
+class Streamed(NamedTuple):
+    """A streamed completion as the client saw it: first and last text chunk (seconds after
+    sending), the text, and the final usage."""
+
+    first_s: float
+    last_s: float
+    text: str
+    usage: dict[str, Any]
+
+
+def stream_completion(port: int, prompt: str, max_tokens: int) -> Streamed:
+    """:func:`open_completion_stream`, read to the end."""
+    start, response = open_completion_stream(port, prompt, max_tokens)
+    first = last = 0.0
+    texts: list[str] = []
+    usage: dict[str, Any] = {}
+    for line in response:
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        elif chunk["choices"] and chunk["choices"][0]["text"]:
+            last = time.perf_counter() - start
+            first = first or last
+            texts.append(chunk["choices"][0]["text"])
+    response.close()
+    return Streamed(first, last, "".join(texts), usage)

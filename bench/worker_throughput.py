@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker_process import open_completion_stream, start_worker
+from worker_process import start_worker, stream_completion
 
 from corral.sources import resolve_source
 from corral.worker.llama_model import load_llama
@@ -66,22 +66,8 @@ def run_direct(llama: Any, prompt_tokens: list[int], max_tokens: int) -> Run:
 
 def run_worker(port: int, prompt: str, max_tokens: int) -> Run:
     """One streamed /v1/completions request; timestamps of the first and last text chunk."""
-    start, response = open_completion_stream(port, prompt, max_tokens)
-    first = last = 0.0
-    texts: list[str] = []
-    tokens = 0
-    for line in response:
-        if not line.startswith(b"data: {"):
-            continue
-        chunk = json.loads(line[6:])
-        if chunk.get("usage"):
-            tokens = chunk["usage"]["completion_tokens"]
-        elif chunk["choices"][0]["text"]:
-            last = time.perf_counter() - start
-            first = first or last
-            texts.append(chunk["choices"][0]["text"])
-    response.close()
-    return Run(tokens, first, last, "".join(texts))
+    streamed = stream_completion(port, prompt, max_tokens)
+    return Run(streamed.usage["completion_tokens"], streamed.first_s, streamed.last_s, streamed.text)
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:
