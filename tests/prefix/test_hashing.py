@@ -71,4 +71,4 @@ async def test_chat_text_blocks_hashed_message_by_message_equal_the_whole_text()
             whole = canonical_text(prompt)
             assert list(ctx.routing.blocks.hashes) == text_block_hashes(whole, block_chars=16, seed="m")
             assert ctx.routing.blocks.total_blocks == len(whole) / 16
-        assert blocks._chars <= 2_000  # the memo stays within its bound
+        assert blocks._memo.chars <= 2_000  # the memo stays within its bound

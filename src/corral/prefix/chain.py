@@ -46,7 +46,7 @@ class Chain:
     def continuation(self, tokens: array[int] | bytes) -> Continuation:
         """What ``tokens`` (ids, or ids packed as hashed: ``token_bytes``) would add to the
         chain as it stands (does not change it)."""
-        packed = tokens if isinstance(tokens, bytes) else token_bytes(tokens)
+        packed = _packed(tokens)
         data = self._pending + packed
         full = len(data) // (self.block_size * 4) * (self.block_size * 4)
         hashes = chain_blocks(self.parent, data[:full], self.block_size)
@@ -59,7 +59,7 @@ class Chain:
         self.tokens += tokens
 
     def extend(self, tokens: array[int] | bytes) -> None:
-        packed = tokens if isinstance(tokens, bytes) else token_bytes(tokens)
+        packed = _packed(tokens)
         pending = self._pending + packed
         if len(pending) < self.block_size * 4:  # no block completed: nothing to hash
             self._pending = pending
@@ -67,3 +67,8 @@ class Chain:
             return
         self.apply(self.continuation(packed))
 
+
+
+def _packed(tokens: array[int] | bytes) -> bytes:
+    """Token ids as hashed (``token_bytes``); bytes are taken as already packed."""
+    return tokens if isinstance(tokens, bytes) else token_bytes(tokens)

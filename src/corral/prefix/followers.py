@@ -51,34 +51,29 @@ class Followers:
         known = parent in self._records
         old = self._records.get(parent, None if had_children else ())
         if old is not None and any(hash_ == child for hash_, _ in old):
-            new = old
-        elif old is None or tokens is None or len(old) >= MAX_CHILDREN:
-            new = None
-        else:
-            new = (*old, (child, tokens))
-        if known:
-            self.bytes -= _cost(old)
-            self._records.move_to_end(parent)
-        elif new is None:
-            return  # unknown either way: nothing to keep
-        self._records[parent] = new
-        self.bytes += _cost(new)
-        while self.bytes > self.max_bytes and self._records:
-            _, gone = self._records.popitem(last=False)
-            self.bytes -= _cost(gone)
+            self._records.move_to_end(parent)  # recorded already
+            return
+        if old is None or tokens is None or len(old) >= MAX_CHILDREN:
+            if known:  # (absent is unknown too: nothing to keep)
+                self._put(parent, None)
+            return
+        self._put(parent, (*old, (child, tokens)))
 
     def forget(self, parent: int) -> None:
         """``parent`` may have children held that will not be recorded (the index let it go:
         its children may outlive it there): unknown from now on."""
-        if self.max_bytes <= 0:
-            return
-        if parent in self._records:
-            self.bytes -= _cost(self._records[parent])
-            self._records.move_to_end(parent)
-        self._records[parent] = None
-        self.bytes += _cost(None)
-        while self.bytes > self.max_bytes and self._records:
-            _, gone = self._records.popitem(last=False)
+        if self.max_bytes > 0:
+            self._put(parent, None)
+
+    def _put(self, parent: int, children: tuple[tuple[int, bytes], ...] | None) -> None:
+        """Set a record (most recently used), then evict the oldest down to the bound."""
+        records = self._records
+        if parent in records:
+            self.bytes -= _cost(records.pop(parent))
+        records[parent] = children
+        self.bytes += _cost(children)
+        while self.bytes > self.max_bytes and records:
+            _, gone = records.popitem(last=False)
             self.bytes -= _cost(gone)
 
     def children(self, parent: int) -> list[bytes] | None:

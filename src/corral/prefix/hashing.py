@@ -35,6 +35,15 @@ def token_bytes(tokens: Sequence[int]) -> bytes:
     return packed.tobytes()
 
 
+def token_ids(data: bytes) -> array[int]:
+    """The token ids :func:`token_bytes` packed."""
+    ids = array("i")
+    ids.frombytes(data)
+    if sys.byteorder == "big":
+        ids.byteswap()
+    return ids
+
+
 def chain_blocks(parent: int, raw: bytes, block_size: int) -> list[int]:
     """Hashes of the full blocks of ``raw`` (token_bytes), chained on from ``parent``."""
     width = block_size * 4

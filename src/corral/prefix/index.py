@@ -113,28 +113,17 @@ class PrefixIndex:
         if parent is not None and parent in held and hashes:
             held[parent] |= _CHILD
         bit = self._medium_bit(medium)
-        mark = bit | _CHILD
-        added = 0
-        get, move = held.get, held.move_to_end
-        for block in hashes[:-1]:
-            bits = get(block)
+        last = len(hashes) - 1
+        for position, block in enumerate(hashes):
+            mark = bit if position == last else bit | _CHILD
+            bits = held.get(block)
             if bits is None:
                 held[block] = mark
-                added += 1
+                self._size += 1
             else:
-                if bits | mark != bits:
+                if bits | mark != bits:  # most blocks of a repeated prompt: already marked
                     held[block] = bits | mark
-                move(block)
-        if hashes:
-            block = hashes[-1]
-            bits = get(block)
-            if bits is None:
-                held[block] = bit
-                added += 1
-            else:
-                held[block] = bits | bit
-                move(block)
-        self._size += added
+                held.move_to_end(block)
         if self._size > self.capacity:
             self._evict()
 
@@ -304,8 +293,7 @@ class PrefixIndex:
             surplus = min(len(held), self._size - self.capacity)
             for _ in range(surplus):
                 block, _bits = held.popitem(last=False)
-                if self.followers.max_bytes > 0:
-                    self.followers.forget(block)
+                self.followers.forget(block)
             self._size -= surplus
             self.evictions += surplus
             if not held:

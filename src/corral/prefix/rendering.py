@@ -122,9 +122,8 @@ class MessageRenderer:
         shape = self._shapes.get((previous, role))
         if shape is not None:
             piece = shape[0] + content + shape[1]
-            self._keep(key, piece)
-            return piece
-        piece = self._render_piece(previous, role, content)
+        else:
+            piece = self._render_piece(previous, role, content)
         self._keep(key, piece)
         return piece
 

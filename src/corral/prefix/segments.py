@@ -35,14 +35,13 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from corral.prefix.chain import Continuation
 from corral.prefix.hashing import token_bytes
+from corral.prefix.memo import TextMemo
 from corral.prefix.vocab import GgufVocab, SpecialToken
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 LSTRIP_RSTRIP = (1 << 7) | (1 << 8)  # LLAMA_TOKEN_ATTR_LSTRIP | LLAMA_TOKEN_ATTR_RSTRIP
 _CONTROL = 1 << 3
@@ -114,9 +113,9 @@ class Segmenter:
     ) -> None:
         self._vocab = vocab
         self.chunk_chars = chunk_chars
-        self._cut: _TextMemo[tuple[str, ...]] = _TextMemo(_REMEMBERED_CUT_CHARS)  # recent long texts, cut
+        self._cut: TextMemo[str, tuple[str, ...]] = TextMemo(_REMEMBERED_CUT_CHARS, len)  # long texts, cut
         # recent parts' plans: tuples of strings, which the garbage collector stops tracking
-        self._planned: _TextMemo[tuple[tuple[str, ...], bool]] = _TextMemo(_REMEMBERED_CUT_CHARS)
+        self._planned: TextMemo[str, tuple[tuple[str, ...], bool]] = TextMemo(_REMEMBERED_CUT_CHARS, len)
         self.markers = choose_markers(vocab.special_tokens()) if _splittable(vocab) else {}
         self.segmented = bool(self.markers)
         self.chunked = self.segmented and _cuttable(vocab)
@@ -253,28 +252,6 @@ def _cuttable(vocab: GgufVocab) -> bool:
         return False
     spans = re.compile("[A-Za-z0-9]\u2581")  # SPM writes a space as U+2581
     return not any(spans.search(text) for text in vocab.token_texts())
-
-
-class _TextMemo(Generic[T]):
-    """Values made from texts, the recent ones kept: LRU, bounded by the texts' characters
-    (the values share the texts' memory: substrings of them)."""
-
-    def __init__(self, max_chars: int) -> None:
-        self._max_chars = max_chars
-        self._chars = 0
-        self._values: OrderedDict[str, T] = OrderedDict()
-
-    def get_or_make(self, text: str, make: Callable[[str], T]) -> T:
-        value = self._values.get(text)
-        if value is not None:
-            self._values.move_to_end(text)
-            return value
-        value = self._values[text] = make(text)
-        self._chars += len(text)
-        while self._chars > self._max_chars:
-            old, _ = self._values.popitem(last=False)
-            self._chars -= len(old)
-        return value
 
 
 class Piece:

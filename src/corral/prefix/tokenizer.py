@@ -13,12 +13,11 @@ Rendering and cache lookups are cheap and run on the caller's thread (the event 
 
 from __future__ import annotations
 
-import sys
 from array import array
 from collections.abc import Sequence
 
 from corral.errors import InvalidRequestError
-from corral.prefix.hashing import token_bytes
+from corral.prefix.hashing import token_bytes, token_ids
 from corral.prefix.prompt import ChatPrompt, Prompt, TextPrompt, TokenPrompt
 from corral.prefix.rendering import MessageRenderer
 from corral.prefix.segments import LSTRIP_RSTRIP, Piece, PieceCache, Plan, Segmenter
@@ -93,13 +92,11 @@ class PromptTokenizer:
         """How to tokenize the prompt (None where the worker would refuse it). A chat prompt
         is planned message by message from cached plans where the template allows it: a
         conversation re-sent with one more turn renders and plans only that turn."""
-        if isinstance(prompt, ChatPrompt) and self.renderer is not None and self.template is not None:
-            parts = self.renderer.parts(prompt.messages)
-            bos = self.template.bos_token
-            if parts is not None and len(parts[0]) >= len(bos):
-                planned = self.segmenter.plan_parts(parts, add_special=not parts[0].startswith(bos))
-                if planned is not None:
-                    return planned
+        split = self._message_parts(prompt) if isinstance(prompt, ChatPrompt) else None
+        if split is not None:
+            planned = self.segmenter.plan_parts(split[0], add_special=split[1])
+            if planned is not None:
+                return planned
         rendered = self.render(prompt)
         if rendered is None:
             return None
@@ -110,15 +107,13 @@ class PromptTokenizer:
         """At most how many tokens a chat prompt has, without planning it: its message parts
         seen before count their cached tokens (exactly), the others their UTF-8 bytes. None
         where the prompt would not be planned part by part."""
-        if self.renderer is None or self.template is None or not self.segmenter.segmented:
+        if not self.segmenter.segmented or (self.vocab.is_spm and self.vocab.add_space_prefix):
+            return None  # (a space token may precede each fragment: more tokens than bytes)
+        split = self._message_parts(prompt)
+        if split is None:
             return None
-        if self.vocab.is_spm and self.vocab.add_space_prefix:
-            return None  # a space token may precede each fragment: more tokens than bytes
-        parts = self.renderer.parts(prompt.messages)
-        bos = self.template.bos_token
-        if parts is None or len(parts[0]) < len(bos):
-            return None
-        count = 1 if self.vocab.add_bos and not parts[0].startswith(bos) else 0
+        parts, add_special = split
+        count = 1 if add_special and self.vocab.add_bos else 0
         cached = self.cache.get
         for number, part in enumerate(parts):
             if number and part and not self.segmenter.starts_with_marker(part):
@@ -126,6 +121,17 @@ class PromptTokenizer:
             piece = cached(part) if part else None
             count += piece.count if piece is not None else len(part.encode())
         return count
+
+    def _message_parts(self, prompt: ChatPrompt) -> tuple[list[str], bool] | None:
+        """The rendered prompt as cached parts (one per message, then the generation prompt)
+        and whether llama.cpp adds BOS to it; None where it must be rendered whole."""
+        if self.renderer is None or self.template is None:
+            return None
+        parts = self.renderer.parts(prompt.messages)
+        bos = self.template.bos_token
+        if parts is None or len(parts[0]) < len(bos):
+            return None
+        return parts, not parts[0].startswith(bos)
 
     def known(self, text: str) -> Piece | None:
         """The piece if it needs no tokenizing (a marker, or cached)."""
@@ -138,11 +144,7 @@ class PromptTokenizer:
         :attr:`decodes_exactly`."""
         table = self._pieces
         out = []
-        ids = array("i")
-        ids.frombytes(tokens)
-        if sys.byteorder == "big":
-            ids.byteswap()
-        for token in ids:
+        for token in token_ids(tokens):
             piece = table.get(token)
             if piece is None:
                 piece = table[token] = self.vocab.piece(token) if 0 <= token < self.vocab.size else b"\0"
@@ -186,13 +188,15 @@ class WholeParts:
     part whose pieces were all added in a row is cached whole. So a conversation's history
     costs one lookup per message, not one per piece. One per walk."""
 
-    __slots__ = ("_cache", "_open", "_starts")
+    __slots__ = ("_cache", "_end", "_next", "_starts", "_text", "_tokens")
 
     def __init__(self, cache: PieceCache, plan: Plan) -> None:
         self._cache = cache
         self._starts = plan.parts
-        # the part being walked piece by piece: its text, next position, end, tokens so far
-        self._open: tuple[str, list[int], int, list[bytes]] | None = None
+        # the part being walked piece by piece (None: none): its text, next position, end
+        self._text: str | None = None
+        self._next = self._end = 0
+        self._tokens: list[bytes] = []
 
     def at(self, position: int) -> tuple[Piece, int] | None:
         """The cached part starting at ``position`` and how many pieces it stands for."""
@@ -202,20 +206,19 @@ class WholeParts:
         count, text = part
         whole = self._cache.get(text)
         if whole is None:
-            self._open = (text, [position], position + count, [])
+            self._text, self._next, self._end, self._tokens = text, position, position + count, []
             return None
         return whole, count
 
     def added(self, position: int, piece: Piece) -> None:
         """The walk added the piece at ``position``."""
-        if self._open is None:
+        if self._text is None:
             return
-        text, expected, end, tokens = self._open
-        if position != expected[0]:
-            self._open = None  # a piece was skipped: the part's tokens are not all here
+        if position != self._next:
+            self._text = None  # a piece was skipped: the part's tokens are not all here
             return
-        tokens.append(piece.tokens)
-        expected[0] += 1
-        if expected[0] == end:
-            self._open = None
-            self._cache.put(text, b"".join(tokens))
+        self._tokens.append(piece.tokens)
+        self._next += 1
+        if self._next == self._end:
+            self._cache.put(self._text, b"".join(self._tokens))
+            self._text = None

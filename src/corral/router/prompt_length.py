@@ -122,12 +122,8 @@ class PromptLengthCheck:
             count = len(prompt.tokens)
         elif self._surely_fits(tokenizer, prompt, budget):
             return None
-        elif (
-            model.name not in self._shared  # the kv policy plans it anyway: the plan counts
-            and isinstance(prompt, ChatPrompt)
-            and (tokenizer.most_tokens(prompt) or budget + 1) + ADDED_TOKENS <= budget
-        ):
-            return None  # its turns seen before count their tokens: it fits, unplanned
+        elif model.name not in self._shared and self._fits_unplanned(tokenizer, prompt, budget):
+            return None  # (a kv model is planned anyway: the policy hashes the plan)
         else:
             plan = tokenizer.plan(prompt)
             if plan is None:
@@ -160,6 +156,15 @@ class PromptLengthCheck:
             if size > budget:
                 return False
         return True
+
+    @staticmethod
+    def _fits_unplanned(tokenizer: PromptTokenizer, prompt: ChatPrompt | TextPrompt, budget: int) -> bool:
+        """Whether a chat's messages seen before (their cached tokens) and the bytes of the
+        others fit the budget: a long conversation's new turn, checked without planning."""
+        if not isinstance(prompt, ChatPrompt):
+            return False
+        most = tokenizer.most_tokens(prompt)
+        return most is not None and most + ADDED_TOKENS <= budget
 
     async def _count(self, tokenizer: PromptTokenizer, plan: Plan, budget: int) -> int:
         """The prompt's tokens, exactly, or any count <= ``budget`` once it surely fits.

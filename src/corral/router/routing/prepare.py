@@ -9,11 +9,12 @@ messages seen before cost a lookup each.
 can possibly match is computed: pieces are taken in order, cached ones for free (their
 tokens, and what they added to the hash chain, are cached with them); before tokenizing
 a new one, the last block so far is looked up, and unless some endpoint holds it *and a
-block chained after it* whose text the prompt may continue into (:mod:`corral.prefix.followers`:
-known where the workers' KV events carry tokens), nothing after it can match, so the rest
-of the prompt is never tokenized (its size is estimated from the characters). In a multi-turn conversation the
-router thus tokenizes the last answer (the worker generated it, so it may hold it) but
-not the new question, which nothing can hold yet. Tokenizing runs on the given thread
+block chained after it* whose text the prompt may continue into
+(:mod:`corral.prefix.followers`: known where the workers' KV events carry tokens), nothing
+after it can match, so the rest of the prompt is never tokenized (its size is estimated
+from the characters). In a multi-turn conversation the router thus tokenizes the last
+answer (the worker generated it, so it may hold it) but not the new question, which
+nothing can hold yet. Tokenizing runs on the given thread
 pool, except a batch of at most :data:`INLINE_CHARS` characters: that is tokenized on the
 event loop, because it costs less (~2 us per token) than the hand-off to a thread and back.
 """
@@ -24,13 +25,13 @@ import asyncio
 import functools
 import logging
 from array import array
-from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from corral.prefix.chain import Chain
 from corral.prefix.hashing import text_continuation, text_root
 from corral.prefix.index import PrefixIndex
+from corral.prefix.memo import TextMemo
 from corral.prefix.prompt import (
     ChatPrompt,
     TokenPrompt,
@@ -80,9 +81,10 @@ class TextBlocks:
 
     def __init__(self, *, block_chars: int, memo_chars: int = MEMO_CHARS) -> None:
         self._block_chars = block_chars
-        self._memo_chars = memo_chars
-        self._chars = 0
-        self._memo: OrderedDict[tuple[int, str, str], tuple[tuple[int, ...], int, str]] = OrderedDict()
+        # (parent, pending, message) -> what the message adds to the chain
+        self._memo: TextMemo[tuple[int, str, str], tuple[tuple[int, ...], int, str]] = TextMemo(
+            memo_chars, lambda key: len(key[1]) + len(key[2])
+        )
 
     async def prepare(self, ctx: RequestContext) -> None:
         prompt = read_prompt(ctx.path, ctx.body)
@@ -93,9 +95,8 @@ class TextBlocks:
         hashes: list[int] = []
         chars = 0
         for record in records:
-            step = self._step(parent, pending, record)
-            hashes += step[0]
-            parent, pending = step[1], step[2]
+            step, parent, pending = self._memo.get_or_make((parent, pending, record), self._continue)
+            hashes += step
             chars += len(record)
         ctx.routing.blocks = PromptBlocks(
             hashes,
@@ -104,22 +105,9 @@ class TextBlocks:
             prompt_tokens=round(chars / CHARS_PER_TOKEN),
         )
 
-    def _step(self, parent: int, pending: str, record: str) -> tuple[tuple[int, ...], int, str]:
-        key = (parent, pending, record)
-        memo = self._memo
-        step = memo.get(key)
-        if step is not None:
-            memo.move_to_end(key)
-            return step
-        step = text_continuation(parent, pending, record, self._block_chars)
-        size = len(pending) + len(record)
-        if size <= self._memo_chars:
-            memo[key] = step
-            self._chars += size
-            while self._chars > self._memo_chars:
-                (_, old_pending, old_record), _ = memo.popitem(last=False)
-                self._chars -= len(old_pending) + len(old_record)
-        return step
+    def _continue(self, key: tuple[int, str, str]) -> tuple[tuple[int, ...], int, str]:
+        parent, pending, record = key
+        return text_continuation(parent, pending, record, self._block_chars)
 
 
 class TokenBlocks:
