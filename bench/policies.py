@@ -89,8 +89,10 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 90) -> int:
 
 def run_policy(policy: str, args: argparse.Namespace, work: Path) -> dict:
     stack_file = work / f"stack-{policy}.yaml"
-    weights = f"\n    weights: {{{args.weights}}}" if args.weights else ""
-    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas, weights=weights)
+    routing = f"\n    weights: {{{args.weights}}}" if args.weights else ""
+    if args.in_flight_tokens is not None:
+        routing += f"\n    in_flight_tokens: {args.in_flight_tokens}"
+    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas, weights=routing)
     if args.store_bytes is not None:
         stack_text = f"cache: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
     stack_file.write_text(stack_text)
@@ -222,7 +224,9 @@ def main() -> None:
                         help="cache.ram_bytes (0: routing alone decides reuse)")
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--tag", default="", help="suffix for result names, e.g. -nostore")
-    parser.add_argument("--weights", default="", help="router.routing.weights, e.g. 'prefix: 4, load: 1'")
+    parser.add_argument("--weights", default="", help="router.routing.weights, e.g. 'load: 1, disk_hit: 0.5'")
+    parser.add_argument("--in-flight-tokens", type=float, default=None,
+                        help="router.routing.in_flight_tokens (prefix, kv: a running request's cost)")
     args = parser.parse_args()
     policies = [p for p in args.policies.split(",") if p]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -239,7 +243,8 @@ def main() -> None:
                              "max_concurrency": args.max_concurrency},
                 "stack": {"model": MODEL, "engine": "llamacpp", "replicas": args.replicas, "threads": 1,
                           "context_length": 4096, "prefix_store_ram_bytes": args.store_bytes,
-                          "routing_weights": args.weights or "defaults"},
+                          "routing_weights": args.weights or "defaults",
+                          "in_flight_tokens": args.in_flight_tokens or "default"},
                 "agreement_note": "from the router's corral_router_cache_predictions_total "
                 "(agree / (agree + over + under)), read before the stack stops",
                 "policies": rows,

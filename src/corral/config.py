@@ -240,17 +240,13 @@ class ModelConfig(_Frozen):
 
 
 class RoutingWeights(_Frozen):
-    """How much each scorer counts (scores are 0..1; the endpoint with the highest sum wins).
+    """How much each scorer of the ``session`` policy counts (scores are 0..1; the highest
+    sum wins), and what a prefix block held in a lower KV tier is worth (``prefix``, ``kv``).
 
-    ``prefix``: share of the prompt's blocks the endpoint holds (``prefix`` and ``kv``);
-    ``load``: fewest in-flight requests; ``queue``: fewest prompt tokens still to prefill
-    (``session``, ``prefix``, ``kv``); ``session``: the endpoint the session used last
-    (``session``).
+    ``load``: fewest in-flight requests; ``session``: the endpoint the session used last.
     """
 
-    prefix: Annotated[float, Field(ge=0)] = 2.0
     load: Annotated[float, Field(ge=0)] = 1.0
-    queue: Annotated[float, Field(ge=0)] = 1.0
     session: Annotated[float, Field(ge=0)] = 3.0
     disk_hit: Annotated[float, Field(ge=0, le=1)] = Field(
         default=0.7, description="what a prefix block on the endpoint's disk tier is worth vs one in its RAM (kv)"
@@ -269,7 +265,9 @@ class RoutingConfig(_Frozen):
 
     Policies: ``round_robin``, ``least_loaded``, ``session`` (sticky by ``session_header``
     or the request's ``user``), ``prefix`` (approximate: learns which endpoint saw which
-    prompt text), ``kv`` (exact: tokenizes like the worker and follows its KV events).
+    prompt text), ``kv`` (exact: tokenizes like the worker and follows its KV events);
+    ``prefix`` and ``kv`` send a request where the least work stands before its first
+    token (see ``in_flight_tokens``).
     """
 
     policy: RoutingPolicyName = "least_loaded"
@@ -277,6 +275,14 @@ class RoutingConfig(_Frozen):
         default_factory=dict, description="per-model policy, overriding `policy` (model name -> policy)"
     )
     weights: RoutingWeights = RoutingWeights()
+    in_flight_tokens: Annotated[float, Field(ge=0)] = Field(
+        default=256.0,
+        description=(
+            "prefix and kv: what each request already running on an endpoint adds to a new "
+            "request's wait there, in prompt tokens to prefill (they pick the least work: "
+            "uncached prompt tokens + queued prefill + this x running requests)"
+        ),
+    )
     session_header: str = Field(default="x-session-id", pattern=r"^[A-Za-z0-9-]{1,64}$")
     max_sessions: Annotated[int, Field(ge=1)] = 100_000
     prefix_block_chars: Annotated[int, Field(ge=8, le=65_536)] = 64

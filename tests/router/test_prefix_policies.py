@@ -18,9 +18,9 @@ from corral.router.routing.base import Policy, PromptBlocks
 from corral.router.routing.registry import PolicyParts
 from corral.router.routing.scorers import (
     PrefixScorer,
-    QueueScorer,
     SessionScorer,
     SessionTable,
+    WorkScorer,
 )
 
 CHAT = "/v1/chat/completions"
@@ -53,6 +53,13 @@ def parts(seed: int = 0, **routing: Any) -> PolicyParts:
         routing=RoutingConfig.model_validate(routing),
         index=PrefixIndex(max_blocks=100_000, max_bytes=1 << 26),
     )
+
+
+def kv_picker(index: PrefixIndex, seed: int) -> Policy:
+    """The kv policy over ``index``, to call ``pick`` on prompts given as blocks (its
+    ``prepare``, which would tokenize, is not called: no tokenizer is loaded)."""
+    parts = PolicyParts(random.Random(seed), index=index, tokenizer=object(), executor=object())  # type: ignore[arg-type]
+    return build_policy("kv", rng=random.Random(seed), parts=parts)
 
 
 async def route(policy: Policy, ctx: RequestContext, pool: Sequence[Endpoint]) -> Endpoint:
@@ -103,11 +110,38 @@ def test_prefix_scorer_learns_where_prompts_went() -> None:
     assert index.matched([7, 8, 9], ["http://e0", "http://e1"]) == [0, 3]
 
 
-def test_queue_scorer_prefers_the_smallest_prefill_backlog() -> None:
+def test_work_scorer_counts_uncached_prefill_queued_prefill_and_running_requests() -> None:
+    index = PrefixIndex(max_blocks=100, max_bytes=1 << 20, medium_weights={"disk": 0.5})
+    pool = endpoints(4)
+    index.store(pool[1].url, range(1, 9))  # all 8 blocks (128 tokens) in RAM
+    index.store(pool[2].url, range(1, 9), "disk")  # worth half
+    pool[3].queued_tokens, pool[3].in_flight = 40, 2
+    scorer = WorkScorer(PrefixScorer(index, learn=False), in_flight_tokens=100)
+    ctx = with_blocks(range(1, 9), total=10)  # 160 prompt tokens
+    assert scorer.work(ctx, pool) == [160, 32, 96, 160 + 40 + 200]
+    assert list(scorer.score(ctx, pool)) == pytest.approx([33 / 161, 1.0, 33 / 97, 33 / 401])
+    no_prompt = chat("x")  # nothing to prefill known: least queued and running work
+    assert scorer.work(no_prompt, pool) == [0, 0, 0, 240]
+
+
+def test_a_busy_warm_endpoint_keeps_a_long_context_until_waiting_costs_more() -> None:
+    """Scores squeezed into 0..1 by min-max spread let one running request outweigh any
+    prefix; in tokens of work, a warm endpoint keeps a long context while waiting there
+    costs less than recomputing it, and spills over when it costs more."""
+    index = PrefixIndex(max_blocks=1000, max_bytes=1 << 20)
+    policy = kv_picker(index, seed=0)
     pool = endpoints(3)
-    for endpoint, queued in zip(pool, (4000, 0, 2000), strict=True):
-        endpoint.queued_tokens = queued
-    assert list(QueueScorer().score(chat("x"), pool)) == [0.0, 1.0, 0.5]
+    index.store(pool[0].url, range(1, 61))  # 960 of a 1,000-token prompt
+    picks = []
+    for _ in range(5):
+        ctx = with_blocks(range(1, 61), total=62, tokens=1000)
+        picked = policy.pick(ctx, pool)
+        assert picked is not None
+        picks.append(picked.url)
+        picked.in_flight += 1
+        picked.queued_tokens += ctx.routing.prefill_tokens
+    # There: 40 to prefill + (40 queued + 256) per running request; elsewhere: 1,000.
+    assert picks[:4] == [pool[0].url] * 4 and picks[4] != pool[0].url
 
 
 def test_session_scorer_uses_the_header_then_the_user_field() -> None:
@@ -198,15 +232,34 @@ async def test_a_burst_of_one_shared_prefix_does_not_all_land_on_one_endpoint() 
     assert max(loads) <= 50, loads
 
 
-async def test_weights_come_from_the_config() -> None:
-    index_parts = parts(weights={"prefix": 0.0, "load": 1.0, "queue": 0.0})
-    policy = build_policy("prefix", rng=random.Random(0), parts=index_parts)
-    pool = endpoints(2)
-    index_parts.index.store("http://e1", [1])  # irrelevant with a prefix weight of 0
-    pool[1].in_flight = 1
-    ctx = chat("x" * 500)
-    await policy.prepare(ctx)
-    assert policy.pick(ctx, pool) is pool[0]
+async def test_the_cost_of_a_running_request_comes_from_the_config() -> None:
+    """The conversation's home is decoding its previous turn: cheap to wait for when a
+    running request counts for little, not when it counts for more than the prefill."""
+    for in_flight_tokens, stays in ((0.0, True), (10_000.0, False)):
+        policy = build_policy("prefix", rng=random.Random(0), parts=parts(in_flight_tokens=in_flight_tokens))
+        pool = endpoints(2)
+        home = await route(policy, chat("a long shared context " * 40, "and a question"), pool)
+        home.queued_tokens = 0  # prefilled; still decoding
+        ctx = chat("a long shared context " * 40, "and a question", "answer", "next")
+        await policy.prepare(ctx)
+        assert (policy.pick(ctx, pool) is home) is stays
+
+
+async def test_a_burst_on_a_long_prefix_one_endpoint_holds_spills_over() -> None:
+    """kv learns only from events: a burst on a prefix one endpoint holds must not all
+    queue there (SGLang #32983); it takes more than its share, as it is cheaper, not all."""
+    index = PrefixIndex(max_blocks=10_000, max_bytes=1 << 22)
+    policy = kv_picker(index, seed=6)
+    pool = endpoints(4)
+    index.store(pool[0].url, range(1, 58))  # a 912-token shared prefix of 1,000
+    for _ in range(100):
+        ctx = with_blocks(range(1, 58), total=63, tokens=1000)
+        picked = policy.pick(ctx, pool)
+        assert picked is not None
+        picked.in_flight += 1
+        picked.queued_tokens += ctx.routing.prefill_tokens
+    loads = [endpoint.in_flight for endpoint in pool]
+    assert loads[0] == max(loads) and loads[0] <= 60 and min(loads[1:]) >= 13, loads
 
 
 def test_kv_needs_a_tokenizer() -> None:

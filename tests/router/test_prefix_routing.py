@@ -59,7 +59,8 @@ def test_a_stack_file_selects_each_policy_and_its_weights(tmp_path: Any) -> None
             "router:\n"
             "  routing:\n"
             f"    policy: {name}\n"
-            "    weights: {prefix: 3, load: 0.5, queue: 0, session: 2}\n"
+            "    weights: {load: 0.5, session: 2, disk_hit: 0.4}\n"
+            "    in_flight_tokens: 64\n"
             "    session_header: X-User-Session\n"
             "    models: {small: least_loaded}\n"
             "models:\n"
@@ -68,7 +69,8 @@ def test_a_stack_file_selects_each_policy_and_its_weights(tmp_path: Any) -> None
         )
         routing = load_stack(path).router.routing
         assert routing.policy_for("big") == name and routing.policy_for("small") == "least_loaded"
-        assert routing.weights.prefix == 3 and routing.weights.queue == 0
+        assert routing.weights.load == 0.5 and routing.weights.disk_hit == 0.4
+        assert routing.in_flight_tokens == 64
         assert routing.session_header == "x-user-session"
 
 

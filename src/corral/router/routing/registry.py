@@ -6,11 +6,11 @@ the proxy does not change. Every policy is a :class:`ComposedPolicy`:
     round_robin   healthy -> turns
     least_loaded  healthy -> fewest in flight                                   -> best, random ties
     session       healthy -> session (w) + fewest in flight (w)                  -> best, random ties
-    prefix        text blocks | healthy -> prefix (w) + in flight (w) + queue (w) -> best, random ties
-    kv            token blocks | healthy -> prefix (w) + in flight (w) + queue (w) -> best, random ties
+    prefix        text blocks | healthy -> least work (prefix held, queue, running) -> best, random ties
+    kv            token blocks | healthy -> least work (prefix held, queue, running) -> best, random ties
 
-(w): weight from ``RoutingConfig.weights``. ``prefix`` learns from its own picks;
-``kv`` reads an index kept by the workers' KV events.
+(w): weight from ``RoutingConfig.weights``. Least work: see ``WorkScorer``. ``prefix``
+learns from its own picks; ``kv`` reads an index kept by the workers' KV events.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from corral.router.routing.prepare import TextBlocks, TokenBlocks
 from corral.router.routing.scorers import (
     LeastLoadedScorer,
     PrefixScorer,
-    QueueScorer,
     SessionScorer,
     SessionTable,
+    WorkScorer,
 )
 
 if TYPE_CHECKING:  # llama.cpp is imported only where a model is routed by tokens
@@ -123,15 +123,11 @@ def kv(parts: PolicyParts) -> Policy:
 def _prefix_aware(
     name: str, parts: PolicyParts, scorer: PrefixScorer, preparer: TextBlocks | TokenBlocks
 ) -> Policy:
-    weights = parts.routing.weights
+    work = WorkScorer(scorer, in_flight_tokens=parts.routing.in_flight_tokens)
     return ComposedPolicy(
         name,
         filters=[HealthyFilter()],
-        scorers=[
-            WeightedScorer(scorer, weights.prefix),
-            WeightedScorer(LeastLoadedScorer(), weights.load),
-            WeightedScorer(QueueScorer(), weights.queue),
-        ],
+        scorers=[WeightedScorer(work, 1.0)],
         picker=MaxScorePicker(parts.rng),
         preparer=preparer,
         observers=[scorer],

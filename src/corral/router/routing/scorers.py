@@ -2,8 +2,10 @@
 
     LeastLoadedScorer   fewest in-flight requests (min..max spread over 1..0), plus what
                         a vLLM engine reports beyond them (router/engine_load.py)
-    QueueScorer         fewest prompt tokens still to prefill, counted at pick time
     PrefixScorer        share of the prompt's blocks the endpoint holds (llm-d: matched / total)
+    WorkScorer          least estimated work before the request's first token: its own
+                        prefill less what the endpoint holds, plus the prefill queued
+                        there, plus a cost per running request (Dynamo's KV router cost)
     SessionScorer       the endpoint this session was last sent to
 
 The prefix and session scorers are also :class:`~corral.router.routing.base.PickObserver` s:
@@ -40,13 +42,6 @@ class LeastLoadedScorer:
         return _spread([endpoint.in_flight + extra_load(endpoint) for endpoint in candidates])
 
 
-class QueueScorer:
-    """1.0 for the fewest prompt tokens waiting to be prefilled, 0.0 for the most."""
-
-    def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
-        return _spread([endpoint.queued_tokens for endpoint in candidates])
-
-
 class PrefixScorer:
     """Matched leading blocks / the prompt's blocks, from a :class:`PrefixIndex`; each block
     weighed by where the endpoint holds it (RAM 1.0; disk and Redis less, see
@@ -70,6 +65,19 @@ class PrefixScorer:
         weighted = ctx.routing.weighted or {}
         total = max(blocks.total_blocks, len(blocks.hashes), 1)
         return [weighted.get(endpoint.url, 0.0) / total for endpoint in candidates]
+
+    def held_tokens(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> list[float]:
+        """The prompt tokens each candidate holds, each block weighed by its medium."""
+        blocks = ctx.routing.blocks
+        if blocks is None or not blocks.hashes:
+            return [0.0] * len(candidates)
+        self._matched(ctx, candidates)
+        weighted = ctx.routing.weighted or {}
+        tokens = blocks.block_tokens
+        return [
+            min(float(blocks.prompt_tokens), weighted.get(endpoint.url, 0.0) * tokens)
+            for endpoint in candidates
+        ]
 
     def picked(self, ctx: RequestContext, endpoint: Endpoint) -> None:
         state = ctx.routing
@@ -101,6 +109,41 @@ class PrefixScorer:
                 known[url], weighted[url] = count, weight
         state.matched, state.weighted = known, weighted
         return known
+
+
+class WorkScorer:
+    """The least work before the request's first token, in prompt tokens to prefill:
+
+        work = (prompt tokens - the tokens the endpoint holds, weighed by medium)
+               + the prefill already queued there + in_flight_tokens x requests running there
+
+    scored ``(least + 1) / (work + 1)``: 1.0 for the cheapest, ties stay ties. Unlike
+    summing a prefix share with min-max load scores (which caps what load can outweigh,
+    whatever the gap), the terms share one unit, so a warm endpoint keeps a request as
+    long as waiting there costs less than recomputing the prefix elsewhere, and no longer:
+    every pick adds its prefill and one request to the endpoint's work, so a burst that
+    shares one held prefix spills over once the holder's queue outweighs the prefix.
+    """
+
+    def __init__(self, prefix: PrefixScorer, *, in_flight_tokens: float) -> None:
+        self._prefix = prefix
+        self._in_flight_tokens = in_flight_tokens
+
+    def work(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> list[float]:
+        held = self._prefix.held_tokens(ctx, candidates)
+        prompt = ctx.routing.blocks.prompt_tokens if ctx.routing.blocks is not None else 0
+        per_request = self._in_flight_tokens
+        return [
+            max(0.0, prompt - held_tokens)
+            + endpoint.queued_tokens
+            + (endpoint.in_flight + extra_load(endpoint)) * per_request
+            for endpoint, held_tokens in zip(candidates, held, strict=True)
+        ]
+
+    def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
+        work = self.work(ctx, candidates)
+        least = min(work)
+        return [(least + 1.0) / (amount + 1.0) for amount in work]
 
 
 class SessionTable:
