@@ -158,7 +158,7 @@ class RouterApp:
             policy,
             transport,
             retries=config.retries,
-            observer=self.routing.selfcheck,
+            observers=(self.routing.selfcheck, self.routing.answers),
             meter=self._meter,
             prefiller=Prefiller(
                 pool, transport, self._meter, models=split, rng=self._rng,
