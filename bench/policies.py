@@ -90,8 +90,8 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 90) -> int:
 def run_policy(policy: str, args: argparse.Namespace, work: Path) -> dict:
     stack_file = work / f"stack-{policy}.yaml"
     routing = f"\n    weights: {{{args.weights}}}" if args.weights else ""
-    if args.decode_token_cost is not None:
-        routing += f"\n    decode_token_cost: {args.decode_token_cost}"
+    if args.in_flight_tokens is not None:
+        routing += f"\n    in_flight_tokens: {args.in_flight_tokens}"
     stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas, weights=routing)
     if args.store_bytes is not None:
         stack_text = f"cache: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
@@ -225,8 +225,8 @@ def main() -> None:
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--tag", default="", help="suffix for result names, e.g. -nostore")
     parser.add_argument("--weights", default="", help="router.routing.weights, e.g. 'load: 1, disk_hit: 0.5'")
-    parser.add_argument("--decode-token-cost", type=float, default=None,
-                        help="router.routing.decode_token_cost (prefix, kv: a running request's answer token)")
+    parser.add_argument("--in-flight-tokens", type=float, default=None,
+                        help="router.routing.in_flight_tokens (prefix, kv: a running request's cost)")
     args = parser.parse_args()
     policies = [p for p in args.policies.split(",") if p]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -244,7 +244,7 @@ def main() -> None:
                 "stack": {"model": MODEL, "engine": "llamacpp", "replicas": args.replicas, "threads": 1,
                           "context_length": 4096, "prefix_store_ram_bytes": args.store_bytes,
                           "routing_weights": args.weights or "defaults",
-                          "decode_token_cost": args.decode_token_cost or "default"},
+                          "in_flight_tokens": args.in_flight_tokens or "default"},
                 "agreement_note": "from the router's corral_router_cache_predictions_total "
                 "(agree / (agree + over + under)), read before the stack stops",
                 "policies": rows,

@@ -267,7 +267,7 @@ class RoutingConfig(_Frozen):
     or the request's ``user``), ``prefix`` (approximate: learns which endpoint saw which
     prompt text), ``kv`` (exact: tokenizes like the worker and follows its KV events);
     ``prefix`` and ``kv`` send a request where the least work stands before its first
-    token (see ``decode_token_cost``).
+    token (see ``in_flight_tokens``).
     """
 
     policy: RoutingPolicyName = "least_loaded"
@@ -275,14 +275,12 @@ class RoutingConfig(_Frozen):
         default_factory=dict, description="per-model policy, overriding `policy` (model name -> policy)"
     )
     weights: RoutingWeights = RoutingWeights()
-    decode_token_cost: Annotated[float, Field(ge=0)] = Field(
-        default=3.0,
+    in_flight_tokens: Annotated[float, Field(ge=0)] = Field(
+        default=256.0,
         description=(
-            "prefix and kv: what each answer token of a request already running on an endpoint "
-            "costs a new request there, in prompt tokens to prefill (llama.cpp on CPU decodes "
-            "~3x slower per token than it prefills, one request at a time). They pick the least "
-            "work: uncached prompt tokens + queued prefill + running requests x the model's mean "
-            "answer length (learned from usage) x this"
+            "prefix and kv: what each request already running on an endpoint adds to a new "
+            "request's wait there, in prompt tokens to prefill (they pick the least work: "
+            "uncached prompt tokens + queued prefill + this x running requests)"
         ),
     )
     session_header: str = Field(default="x-session-id", pattern=r"^[A-Za-z0-9-]{1,64}$")

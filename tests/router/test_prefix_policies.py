@@ -14,7 +14,6 @@ from corral.errors import ConfigError
 from corral.prefix.index import SHARED_MEDIA, PrefixIndex
 from corral.router.endpoint import Endpoint
 from corral.router.routing import RequestContext, build_policy
-from corral.router.routing.answers import AnswerLengths
 from corral.router.routing.base import Policy, PromptBlocks
 from corral.router.routing.registry import PolicyParts
 from corral.router.routing.scorers import (
@@ -117,9 +116,7 @@ def test_work_scorer_counts_uncached_prefill_queued_prefill_and_running_requests
     index.store(pool[1].url, range(1, 9))  # all 8 blocks (128 tokens) in RAM
     index.store(pool[2].url, range(1, 9), "disk")  # worth half
     pool[3].queued_tokens, pool[3].in_flight = 40, 2
-    answers = AnswerLengths()
-    answers.add("m", 50)
-    scorer = WorkScorer(PrefixScorer(index, learn=False), answers, decode_token_cost=2.0)
+    scorer = WorkScorer(PrefixScorer(index, learn=False), in_flight_tokens=100)
     ctx = with_blocks(range(1, 9), total=10)  # 160 prompt tokens
     assert scorer.work(ctx, pool) == [160, 32, 96, 160 + 40 + 200]
     assert list(scorer.score(ctx, pool)) == pytest.approx([33 / 161, 1.0, 33 / 97, 33 / 401])
@@ -143,9 +140,8 @@ def test_a_busy_warm_endpoint_keeps_a_long_context_until_waiting_costs_more() ->
         picks.append(picked.url)
         picked.in_flight += 1
         picked.queued_tokens += ctx.routing.prefill_tokens
-    # There: 40 to prefill + (40 queued + 128 x 3 decoding) per running request;
-    # elsewhere: 1,000.
-    assert picks[:3] == [pool[0].url] * 3 and picks[3] != pool[0].url
+    # There: 40 to prefill + (40 queued + 256) per running request; elsewhere: 1,000.
+    assert picks[:4] == [pool[0].url] * 4 and picks[4] != pool[0].url
 
 
 def test_session_scorer_uses_the_header_then_the_user_field() -> None:
@@ -236,33 +232,17 @@ async def test_a_burst_of_one_shared_prefix_does_not_all_land_on_one_endpoint() 
     assert max(loads) <= 50, loads
 
 
-async def test_the_cost_of_a_running_request_comes_from_the_config_and_answer_lengths() -> None:
-    """The conversation's home is decoding its previous turn: worth waiting for while its
-    answer is short or decoding is cheap, not when decoding it costs more than the prefill."""
-    for cost, answer_tokens, stays in ((0.0, 128, True), (100.0, 128, False), (100.0, 1, True)):
-        answers = AnswerLengths()
-        answers.add("m", answer_tokens)
-        policy_parts = PolicyParts(random.Random(0), routing=RoutingConfig(decode_token_cost=cost),
-                                   index=PrefixIndex(max_blocks=1000, max_bytes=1 << 20), answers=answers)
-        policy = build_policy("prefix", rng=random.Random(0), parts=policy_parts)
+async def test_the_cost_of_a_running_request_comes_from_the_config() -> None:
+    """The conversation's home is decoding its previous turn: cheap to wait for when a
+    running request counts for little, not when it counts for more than the prefill."""
+    for in_flight_tokens, stays in ((0.0, True), (10_000.0, False)):
+        policy = build_policy("prefix", rng=random.Random(0), parts=parts(in_flight_tokens=in_flight_tokens))
         pool = endpoints(2)
         home = await route(policy, chat("a long shared context " * 40, "and a question"), pool)
         home.queued_tokens = 0  # prefilled; still decoding
         ctx = chat("a long shared context " * 40, "and a question", "answer", "next")
         await policy.prepare(ctx)
-        assert (policy.pick(ctx, pool) is home) is stays, (cost, answer_tokens)
-
-
-def test_answer_lengths_follow_the_reported_usage() -> None:
-    answers = AnswerLengths(smoothing=0.5, first_guess=100)
-    assert answers.mean("m") == 100
-    ctx = chat("x")
-    answers.answered(ctx, endpoints(1)[0], b'..."usage":{"prompt_tokens":9,"completion_tokens":40,"total_tokens":49}}')
-    assert answers.mean("m") == 40  # the first answer replaces the guess
-    answers.answered(ctx, endpoints(1)[0], b'data: {"usage":{"completion_tokens":20}}\n\ndata: [DONE]\n\n')
-    assert answers.mean("m") == 30 and answers.mean("other") == 100
-    answers.answered(ctx, endpoints(1)[0], b"no usage here")  # a broken stream: unchanged
-    assert answers.mean("m") == 30
+        assert (policy.pick(ctx, pool) is home) is stays
 
 
 async def test_a_burst_on_a_long_prefix_one_endpoint_holds_spills_over() -> None:

@@ -158,7 +158,7 @@ class RouterApp:
             policy,
             transport,
             retries=config.retries,
-            observers=(self.routing.selfcheck, self.routing.answers),
+            observer=self.routing.selfcheck,
             meter=self._meter,
             prefiller=Prefiller(
                 pool, transport, self._meter, models=split, rng=self._rng,

@@ -107,7 +107,7 @@ class Proxy:
         transport: Transport,
         *,
         retries: int,
-        observers: Sequence[ResponseObserver] = (),
+        observer: ResponseObserver | None = None,
         meter: RouterMeter | None = None,
         prefiller: Prefiller | None = None,
     ) -> None:
@@ -116,7 +116,7 @@ class Proxy:
         self._policy = policy
         self._transport = transport
         self._attempts = retries + 1
-        self._observers = tuple(observers)
+        self._observer = observer
         self._meter = meter or RouterMeter(RouterMetrics(CollectorRegistry()))
 
     async def forward(
@@ -265,7 +265,7 @@ class Proxy:
         headers = header_rules.to_client(opened.upstream.headers, opened.endpoint.url)
         predicted = ctx.routing.predicted_cached_tokens
         observed = predicted is not None and opened.upstream.status == 200
-        observers = self._observers if observed else ()
+        observer = self._observer if observed else None
         if predicted is not None:
             headers.append((PREDICTED_CACHED_HEADER, str(predicted).encode()))
         headers.extend(ctx.routing.response_headers)
@@ -283,7 +283,7 @@ class Proxy:
             watch.stop()
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             ctx.routing.used_tokens = timer.done(url, status, chunk)
-            for observer in observers:
+            if observer is not None:
                 observer.answered(ctx, opened.endpoint, chunk)
             return
         # The last two chunks, kept by reference: the final usage frame is in them.
@@ -309,7 +309,7 @@ class Proxy:
         watch.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         ctx.routing.used_tokens = timer.done(url, status, older + last)
-        for observer in observers:
+        if observer is not None:
             observer.answered(ctx, opened.endpoint, older + last)
 
     async def _end_broken(

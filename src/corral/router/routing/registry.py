@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from corral.config import RoutingConfig
 from corral.errors import ConfigError
 from corral.prefix.index import SHARED_MEDIA, PrefixIndex
-from corral.router.routing.answers import AnswerLengths
 from corral.router.routing.base import Policy
 from corral.router.routing.filters import HealthyFilter
 from corral.router.routing.pickers import MaxScorePicker, RoundRobinPicker
@@ -58,9 +57,8 @@ def _default_index() -> PrefixIndex:
 class PolicyParts:
     """What policies are made of: the routing config and the state they share.
 
-    ``tokenizer`` and ``executor`` are the model's own, needed by ``kv`` only; ``answers``
-    (how long the model's answers run) is fed from responses. Defaults give a policy its
-    own fresh state (tests, embedders).
+    ``tokenizer`` and ``executor`` are the model's own, needed by ``kv`` only. Defaults
+    give a policy its own fresh state (tests, embedders).
     """
 
     rng: random.Random
@@ -70,7 +68,6 @@ class PolicyParts:
     sessions: SessionTable | None = None
     tokenizer: PromptTokenizer | None = None
     executor: Executor | None = None
-    answers: AnswerLengths = field(default_factory=AnswerLengths)
 
 
 PolicyFactory = Callable[[PolicyParts], Policy]
@@ -126,7 +123,7 @@ def kv(parts: PolicyParts) -> Policy:
 def _prefix_aware(
     name: str, parts: PolicyParts, scorer: PrefixScorer, preparer: TextBlocks | TokenBlocks
 ) -> Policy:
-    work = WorkScorer(scorer, parts.answers, decode_token_cost=parts.routing.decode_token_cost)
+    work = WorkScorer(scorer, in_flight_tokens=parts.routing.in_flight_tokens)
     return ComposedPolicy(
         name,
         filters=[HealthyFilter()],

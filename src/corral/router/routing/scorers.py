@@ -5,8 +5,7 @@
     PrefixScorer        share of the prompt's blocks the endpoint holds (llm-d: matched / total)
     WorkScorer          least estimated work before the request's first token: its own
                         prefill less what the endpoint holds, plus the prefill queued
-                        there, plus each running request's expected decode (Dynamo's
-                        KV router cost)
+                        there, plus a cost per running request (Dynamo's KV router cost)
     SessionScorer       the endpoint this session was last sent to
 
 The prefix and session scorers are also :class:`~corral.router.routing.base.PickObserver` s:
@@ -23,7 +22,6 @@ from collections.abc import Sequence
 from corral.prefix.index import PrefixIndex
 from corral.router.endpoint import Endpoint
 from corral.router.engine_load import extra_load
-from corral.router.routing.answers import AnswerLengths
 from corral.router.routing.base import RequestContext
 
 
@@ -117,8 +115,7 @@ class WorkScorer:
     """The least work before the request's first token, in prompt tokens to prefill:
 
         work = (prompt tokens - the tokens the endpoint holds, weighed by medium)
-               + the prefill already queued there
-               + requests running there x the model's mean answer x ``decode_token_cost``
+               + the prefill already queued there + in_flight_tokens x requests running there
 
     scored ``(least + 1) / (work + 1)``: 1.0 for the cheapest, ties stay ties. Unlike
     summing a prefix share with min-max load scores (which caps what load can outweigh,
@@ -128,17 +125,14 @@ class WorkScorer:
     shares one held prefix spills over once the holder's queue outweighs the prefix.
     """
 
-    def __init__(
-        self, prefix: PrefixScorer, answers: AnswerLengths, *, decode_token_cost: float
-    ) -> None:
+    def __init__(self, prefix: PrefixScorer, *, in_flight_tokens: float) -> None:
         self._prefix = prefix
-        self._answers = answers
-        self._decode_token_cost = decode_token_cost
+        self._in_flight_tokens = in_flight_tokens
 
     def work(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> list[float]:
         held = self._prefix.held_tokens(ctx, candidates)
         prompt = ctx.routing.blocks.prompt_tokens if ctx.routing.blocks is not None else 0
-        per_request = self._answers.mean(ctx.model) * self._decode_token_cost
+        per_request = self._in_flight_tokens
         return [
             max(0.0, prompt - held_tokens)
             + endpoint.queued_tokens

@@ -6,7 +6,6 @@
                                (corral workers over SSE, vLLM over ZMQ)
       .policy                  what the proxy calls (one Policy, dispatching by model)
       .selfcheck               predicted vs reported cached tokens (a ResponseObserver)
-      .answers                 each model's mean answer length (a ResponseObserver)
       .aclose()                stops the event followers and the tokenizer threads
 
 The policies share one bounded :class:`~corral.prefix.index.PrefixIndex` (text blocks of
@@ -28,7 +27,6 @@ from corral.prefix.index import SHARED_MEDIA, PrefixIndex
 from corral.router.discovery.base import prefill_pool
 from corral.router.kv_events import KVEventSubscriber
 from corral.router.pool import EndpointPool
-from corral.router.routing.answers import AnswerLengths
 from corral.router.routing.base import Policy, RequestContext
 from corral.router.routing.policy import ModelPolicies
 from corral.router.routing.registry import PolicyParts, build_policy
@@ -63,7 +61,6 @@ class RoutingService:
         )
         self.sessions = SessionTable(self._config.max_sessions)
         self.selfcheck = SelfCheck(tolerance_tokens=stack.prefix.block_size)
-        self.answers = AnswerLengths()
         self.policy: Policy | None = None
         self.tokenizers: dict[str, PromptTokenizer] = {}
         self.subscriber: KVEventSubscriber | None = None
@@ -152,7 +149,6 @@ class RoutingService:
             sessions=self.sessions,
             tokenizer=self.tokenizers.get(model.name),
             executor=self._executor,
-            answers=self.answers,
         )
         return build_policy(self._policy_name(model), rng=self._rng, parts=parts)
 
