@@ -1,15 +1,23 @@
 """Routing policies on multi-round QA: one `corral up` per policy, `corral bench` against it.
 
 Issue 4's benchmark. For each policy (round_robin, prefix, kv, then least_loaded and
-session) this writes a stack file with one chat model (SmolLM2-135M, llama.cpp, --replicas (2),
+session) this writes a stack file with one chat model (SmolLM2-135M, llama.cpp, --replicas (3),
 1 thread each, 4096 context) routed by that policy, starts ``python -m corral up`` on a free
 127.0.0.1 port, waits for ``/ready``, runs ``python -m corral bench`` (multi-round-qa, by
-default 8 users x 5 rounds, ~1k tokens of context per user by the last round), stops the
+default 8 users x 5 rounds, ~1k tokens of context per user by the last round, at most
+--max-concurrency (2) requests at once), stops the
 stack with SIGINT, and finally prints a comparison table and writes
 ``bench/results/policies.json`` next to each policy's ``policy-<name>.json``.
 
     PYTHONPATH=src python bench/policies.py [--policies round_robin,prefix,kv] [--users 8]
         [--rounds 5] [--history-len 512] [--output-len 16]
+
+Why 3 replicas: users that go round in lock-step over a number of replicas that divides
+their count land where they were every round under round_robin (8 users over 2 replicas:
+user u always on replica u mod 2), which makes round_robin a perfectly sticky policy by
+accident. With 8 users over 3 replicas each user's rounds visit every replica. Why a
+concurrency cap: this machine has 2 cores for the 3 single-thread workers; uncapped, 8
+users keep ~4 requests queued per replica and TTFT is the queue, whatever the routing.
 
 Context per user at round r (text tokens, as the bench counts them):
 system (--prefix-len, 256) + history (--history-len) + r questions (--input-len, 32) +
@@ -212,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--users", type=int, default=8)
-    parser.add_argument("--replicas", type=int, default=2, help="chat replicas (1 thread each)")
+    parser.add_argument("--replicas", type=int, default=3, help="chat replicas (1 thread each)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prefix-len", type=int, default=256)
     parser.add_argument("--history-len", type=int, default=512)
@@ -222,7 +230,7 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=600)
     parser.add_argument("--store-bytes", type=int, default=None,
                         help="cache.ram_bytes (0: routing alone decides reuse)")
-    parser.add_argument("--max-concurrency", type=int, default=None)
+    parser.add_argument("--max-concurrency", type=int, default=2, help="0: no cap")
     parser.add_argument("--tag", default="", help="suffix for result names, e.g. -nostore")
     parser.add_argument("--weights", default="", help="router.routing.weights, e.g. 'load: 1, disk_hit: 0.5'")
     parser.add_argument("--in-flight-tokens", type=float, default=None,
