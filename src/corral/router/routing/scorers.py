@@ -58,26 +58,28 @@ class PrefixScorer:
         self._learn = learn
 
     def score(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> Sequence[float]:
-        blocks = ctx.routing.blocks
-        if blocks is None or not blocks.hashes:
+        blocks, weighted = ctx.routing.blocks, self._weighted(ctx, candidates)
+        if blocks is None or weighted is None:
             return [0.0] * len(candidates)
-        self._matched(ctx, candidates)
-        weighted = ctx.routing.weighted or {}
         total = max(blocks.total_blocks, len(blocks.hashes), 1)
-        return [weighted.get(endpoint.url, 0.0) / total for endpoint in candidates]
+        return [held / total for held in weighted]
 
     def held_tokens(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> list[float]:
         """The prompt tokens each candidate holds, each block weighed by its medium."""
+        blocks, weighted = ctx.routing.blocks, self._weighted(ctx, candidates)
+        if blocks is None or weighted is None:
+            return [0.0] * len(candidates)
+        prompt, tokens = float(blocks.prompt_tokens), blocks.block_tokens
+        return [min(prompt, held * tokens) for held in weighted]
+
+    def _weighted(self, ctx: RequestContext, candidates: Sequence[Endpoint]) -> list[float] | None:
+        """Each candidate's leading blocks of the prompt, weighed by medium; None: no blocks."""
         blocks = ctx.routing.blocks
         if blocks is None or not blocks.hashes:
-            return [0.0] * len(candidates)
+            return None
         self._matched(ctx, candidates)
         weighted = ctx.routing.weighted or {}
-        tokens = blocks.block_tokens
-        return [
-            min(float(blocks.prompt_tokens), weighted.get(endpoint.url, 0.0) * tokens)
-            for endpoint in candidates
-        ]
+        return [weighted.get(endpoint.url, 0.0) for endpoint in candidates]
 
     def picked(self, ctx: RequestContext, endpoint: Endpoint) -> None:
         state = ctx.routing
