@@ -57,7 +57,7 @@ POLICIES = ("round_robin", "prefix", "kv", "least_loaded", "session")
 STACK = """\
 router:
   routing:
-    policy: {policy}{weights}
+    policy: {policy}{routing}
 models:
   - name: {model}
     task: chat
@@ -100,7 +100,7 @@ def run_policy(policy: str, args: argparse.Namespace, work: Path) -> dict:
     routing = f"\n    weights: {{{args.weights}}}" if args.weights else ""
     if args.in_flight_tokens is not None:
         routing += f"\n    in_flight_tokens: {args.in_flight_tokens}"
-    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas, weights=routing)
+    stack_text = STACK.format(policy=policy, model=MODEL, replicas=args.replicas, routing=routing)
     if args.store_bytes is not None:
         stack_text = f"cache: {{ram_bytes: {args.store_bytes}}}\n" + stack_text
     stack_file.write_text(stack_text)
@@ -252,7 +252,7 @@ def main() -> None:
                 "stack": {"model": MODEL, "engine": "llamacpp", "replicas": args.replicas, "threads": 1,
                           "context_length": 4096, "prefix_store_ram_bytes": args.store_bytes,
                           "routing_weights": args.weights or "defaults",
-                          "in_flight_tokens": args.in_flight_tokens or "default"},
+                          "in_flight_tokens": "default" if args.in_flight_tokens is None else args.in_flight_tokens},
                 "agreement_note": "from the router's corral_router_cache_predictions_total "
                 "(agree / (agree + over + under)), read before the stack stops",
                 "policies": rows,

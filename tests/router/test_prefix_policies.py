@@ -62,14 +62,19 @@ def kv_picker(index: PrefixIndex, seed: int) -> Policy:
     return build_policy("kv", rng=random.Random(seed), parts=parts)
 
 
-async def route(policy: Policy, ctx: RequestContext, pool: Sequence[Endpoint]) -> Endpoint:
-    """What the app and proxy do: prepare, pick, and count the request against the pick."""
-    await policy.prepare(ctx)
+def pick(policy: Policy, ctx: RequestContext, pool: Sequence[Endpoint]) -> Endpoint:
+    """Pick, and count the request against the pick as the proxy does."""
     endpoint = policy.pick(ctx, pool)
     assert endpoint is not None
     endpoint.in_flight += 1
     endpoint.queued_tokens += ctx.routing.prefill_tokens
     return endpoint
+
+
+async def route(policy: Policy, ctx: RequestContext, pool: Sequence[Endpoint]) -> Endpoint:
+    """What the app and proxy do: prepare, then pick and count."""
+    await policy.prepare(ctx)
+    return pick(policy, ctx, pool)
 
 
 # -- scorers ------------------------------------------------------------------------------
@@ -132,14 +137,7 @@ def test_a_busy_warm_endpoint_keeps_a_long_context_until_waiting_costs_more() ->
     policy = kv_picker(index, seed=0)
     pool = endpoints(3)
     index.store(pool[0].url, range(1, 61))  # 960 of a 1,000-token prompt
-    picks = []
-    for _ in range(5):
-        ctx = with_blocks(range(1, 61), total=62, tokens=1000)
-        picked = policy.pick(ctx, pool)
-        assert picked is not None
-        picks.append(picked.url)
-        picked.in_flight += 1
-        picked.queued_tokens += ctx.routing.prefill_tokens
+    picks = [pick(policy, with_blocks(range(1, 61), total=62, tokens=1000), pool).url for _ in range(5)]
     # There: 40 to prefill + (40 queued + 256) per running request; elsewhere: 1,000.
     assert picks[:4] == [pool[0].url] * 4 and picks[4] != pool[0].url
 
@@ -253,11 +251,7 @@ async def test_a_burst_on_a_long_prefix_one_endpoint_holds_spills_over() -> None
     pool = endpoints(4)
     index.store(pool[0].url, range(1, 58))  # a 912-token shared prefix of 1,000
     for _ in range(100):
-        ctx = with_blocks(range(1, 58), total=63, tokens=1000)
-        picked = policy.pick(ctx, pool)
-        assert picked is not None
-        picked.in_flight += 1
-        picked.queued_tokens += ctx.routing.prefill_tokens
+        pick(policy, with_blocks(range(1, 58), total=63, tokens=1000), pool)
     loads = [endpoint.in_flight for endpoint in pool]
     assert loads[0] == max(loads) and loads[0] <= 60 and min(loads[1:]) >= 13, loads
 

@@ -83,6 +83,9 @@ def test_routing_config_errors_name_the_problem() -> None:
         create_app(make_stack(["http://w1"], policy="kv"))  # vLLM endpoints publish no events
     with pytest.raises(ConfigError):
         parse_stack({"router": {"routing": {"policy": "fastest"}}, "models": []})
+    # The weights prefix and kv no longer read (they pick by least work) are refused by name.
+    with pytest.raises(ConfigError, match=r"router\.routing\.weights\.prefix: Extra inputs"):
+        parse_stack({"router": {"routing": {"weights": {"prefix": 2}}}, "models": []})
 
 
 # -- prefix (approximate) -------------------------------------------------------------------

@@ -135,8 +135,8 @@ class WorkScorer:
         held = self._prefix.held_tokens(ctx, candidates)
         prompt = ctx.routing.blocks.prompt_tokens if ctx.routing.blocks is not None else 0
         per_request = self._in_flight_tokens
-        return [
-            max(0.0, prompt - held_tokens)
+        return [  # held_tokens never exceeds the prompt
+            prompt - held_tokens
             + endpoint.queued_tokens
             + (endpoint.in_flight + extra_load(endpoint)) * per_request
             for endpoint, held_tokens in zip(candidates, held, strict=True)
